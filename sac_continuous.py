@@ -1,0 +1,822 @@
+"""Soft Actor-Critic for continuous actions: SAC v1 (separate V network) and SAC v2 (twin Q, learned temperature).
+
+Papers
+- v1: Haarnoja, Zhou, Abbeel, Levine 2018a, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep RL with a Stochastic Actor".
+- v2: Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications".
+Notes (../shared/seeds)
+- v2 losses: 000_bce46c73146642c0.txt "Soft Actor-Critic"; 001_c094164ded39a75a.txt §2.2, Eq. 12-16 (critic, actor),
+  Eq. 17-18 (tanh correction), Eq. 19-23 (temperature as a dual variable).
+- v1 losses: 002_8e45c65fb05e2a78.txt J1-J4; 004_373c382e863be436.txt "Soft Actor-Critic (SAC)".
+- Equations are quoted in the form of ../shared/NOTES.md, which also lists the errors of the notes fixed here.
+
+Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1, learns in about a minute on a CPU
+      python sac_continuous.py --variant v1           # SAC v1
+      python sac_continuous.py --env-id Hopper-v5 --total-timesteps 1000000 --learning-starts 5000
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import pickle
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+SCRIPT = "sac_continuous"
+
+
+@dataclass
+class Args:
+    exp_name: str = SCRIPT
+    """name of the experiment, part of the run directory name"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """torch.use_deterministic_algorithms: same seed on CPU gives the same run"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks and the replay buffer live (auto: cuda when available)"""
+    env_id: str = "Pendulum-v1"
+    """gymnasium environment with a Box action space"""
+    variant: Literal["v1", "v2"] = "v2"
+    """v2: twin Q with target Q and learned temperature (2018b); v1: separate V network with target V, fixed alpha (2018a)"""
+    total_timesteps: int = 15_000
+    """environment steps (Pendulum learns in ~10k; the papers use 1M (Hopper, Walker2d, HalfCheetah, Ant) to 10M (Humanoid))"""
+    num_envs: int = 1
+    """parallel environments (gymnasium SyncVectorEnv); one gradient step is made per environment step"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions (papers: 1e6)"""
+    gamma: float = 0.99
+    """discount factor (papers: 0.99)"""
+    tau: float = 0.005
+    """Polyak rate of the target networks (papers: 0.005)"""
+    batch_size: int = 256
+    """minibatch size (papers: 256)"""
+    learning_starts: int = 1_000
+    """uniformly random actions for this many steps before learning (CleanRL: 5e3 for MuJoCo; 1e3 suits Pendulum)"""
+    policy_lr: float = 3e-4
+    """Adam learning rate of the actor (papers: 3e-4)"""
+    q_lr: float = 1e-3
+    """Adam learning rate of the Q networks, the V network (v1) and log alpha (papers: 3e-4; 1e-3 as CleanRL, faster on Pendulum)"""
+    policy_frequency: int = 1
+    """update the actor (and V, alpha) every this many gradient steps (papers: 1)"""
+    target_network_frequency: int = 1
+    """Polyak-update the targets every this many gradient steps (papers: 1)"""
+    alpha: float = 0.2
+    """temperature: the fixed value, or the initial one with --autotune (v1 paper: alpha 1 with --reward-scale 5)"""
+    autotune: bool | None = None
+    """learn alpha by dual gradient descent (Eq. 19-23); default: on for v2, off for v1"""
+    target_entropy: float | None = None
+    """entropy target H-bar for --autotune; default -dim(A), measured in the squashed [-1, 1] action space"""
+    reward_scale: float = 1.0
+    """multiply rewards by this (inverse temperature; v1 paper: 5 for Hopper/Walker2d/HalfCheetah/Ant, 20 for Humanoid)"""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """hidden layer widths of every network (papers: 256, 256)"""
+    log_std_min: float = -5.0
+    """lower clamp of the actor's log standard deviation"""
+    log_std_max: float = 2.0
+    """upper clamp of the actor's log standard deviation (haarnoja/sac: 2)"""
+    eval_every: int = 2_500
+    """deterministic evaluation every this many environment steps (0: only at the end)"""
+    eval_episodes: int = 10
+    """episodes per evaluation, on a separate environment, with the action tanh(mu)"""
+    output_dir: str = "runs"
+    """runs are written to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/"""
+    checkpoint_every: int = 10_000
+    """write checkpoint.pt every this many environment steps (0: only at the end)"""
+    save_buffer: bool = False
+    """include the replay buffer in checkpoints (needed for an exact resume; large)"""
+    resume: str | None = None
+    """continue the run of this checkpoint.pt, in its run directory, up to --total-timesteps"""
+    eval_only: str | None = None
+    """load this checkpoint.pt and only evaluate it (with --capture-video to watch)"""
+    log_every: int = 1_000
+    """write losses and the progress line every this many environment steps"""
+    compile: bool = False
+    """torch.compile the update steps (compilation takes ~1 min; pays off on long runs)"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "maxent-rl"
+    """W&B project"""
+    wandb_entity: str | None = None
+    """W&B entity (team or user)"""
+    capture_video: bool = False
+    """record evaluation episodes to {run_dir}/videos (needs moviepy)"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class NonFiniteLoss(Exception):
+    """A loss became NaN or inf: reported as one line, exit status 1, the last good checkpoint kept."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Environments
+# ----------------------------------------------------------------------------------------------------------------
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    try:
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+    except gym.error.Error as error:
+        raise UsageError(f"--env-id {env_id}: {error}") from None
+    except ImportError as error:
+        raise UsageError(f"--env-id {env_id} needs a missing package ({error}); e.g. pip install 'gymnasium[mujoco]'") from None
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"--env-id {env_id} has discrete actions: use sac_discrete.py (this script needs a Box action space)")
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise UsageError(f"--env-id {env_id}: needs Box observation and action spaces, got {env.observation_space} and {env.action_space}")
+    if not np.all(np.isfinite(env.action_space.low)) or not np.all(np.isfinite(env.action_space.high)):
+        raise UsageError(f"--env-id {env_id}: the action space must be bounded, got {env.action_space}")
+    return env
+
+
+def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
+    and the observation returned is already the next episode's first, so no stored transition crosses an episode
+    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead)."""
+    make_env(env_id).close()  # validate once, with a clear error
+    envs = gym.vector.SyncVectorEnv(
+        [functools.partial(gym.make, env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def pickle_envs(envs) -> bytes:
+    """The environments' full state, for an exact resume. Classic-control envs pickle with their state; MuJoCo envs
+    pickle as constructor arguments only, so their physics state and random generator are saved beside them."""
+    physics = []
+    for env in envs.unwrapped.envs if hasattr(envs.unwrapped, "envs") else envs.envs:
+        base = env.unwrapped
+        if hasattr(base, "model") and hasattr(base, "data"):
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            state = np.empty(mujoco.mj_stateSize(base.model, spec))
+            mujoco.mj_getState(base.model, base.data, state, spec)
+            physics.append((state, base.np_random.bit_generator.state))
+        else:
+            physics.append(None)
+    return pickle.dumps((envs, physics))
+
+
+def unpickle_envs(blob: bytes):
+    envs, physics = pickle.loads(blob)
+    for env, saved in zip(envs.unwrapped.envs, physics):
+        if saved is not None:
+            import mujoco
+
+            base = env.unwrapped
+            mujoco.mj_setState(base.model, base.data, saved[0], mujoco.mjtState.mjSTATE_INTEGRATION)
+            mujoco.mj_forward(base.model, base.data)
+            base.np_random.bit_generator.state = saved[1]
+    return envs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------------------------
+def mlp(in_size: int, hidden_sizes: tuple[int, ...], out_size: int) -> nn.Sequential:
+    layers, size = [], in_size
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(size, hidden), nn.ReLU()]
+        size = hidden
+    return nn.Sequential(*layers, nn.Linear(size, out_size))
+
+
+class EnsembleLinear(nn.Module):
+    """`members` independent linear layers evaluated in one batched matmul: (E, B, in) -> (E, B, out).
+    Each member is initialised exactly like nn.Linear, so the ensemble is two ordinary Q networks, only faster."""
+
+    def __init__(self, members: int, in_size: int, out_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_size, out_size))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_size))
+        bound = 1.0 / math.sqrt(in_size)  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(in), 1/sqrt(in))
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinQ(nn.Module):
+    """Q_1 and Q_2 in one network: Q(s, a) -> (2, B). Both critics run in the same matmuls instead of two passes."""
+
+    def __init__(self, obs_size: int, action_size: int, hidden_sizes: tuple[int, ...], members: int = 2):
+        super().__init__()
+        sizes = (obs_size + action_size, *hidden_sizes)
+        self.hidden = nn.ModuleList(EnsembleLinear(members, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.out = EnsembleLinear(members, sizes[-1], 1)
+        self.members = members
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], dim=-1).expand(self.members, -1, -1)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.out(x).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """Gaussian policy squashed by tanh: u = mu + sigma * eps, a = tanh(u) in [-1, 1], then rescaled affinely to the
+    environment's bounds (NOTES.md pitfall 5: keep the policy in [-1, 1], map with action_scale and action_bias)."""
+
+    def __init__(self, obs_size, action_size, hidden_sizes, action_low, action_high, log_std_min, log_std_max):
+        super().__init__()
+        self.trunk = mlp(obs_size, hidden_sizes[:-1], hidden_sizes[-1])
+        self.head = nn.Linear(hidden_sizes[-1], 2 * action_size)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        low, high = torch.as_tensor(action_low, dtype=torch.float32), torch.as_tensor(action_high, dtype=torch.float32)
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.head(F.relu(self.trunk(obs))).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized sample a = tanh(mu + sigma * eps) in [-1, 1] and its log-probability log pi(a|s), shape (B,)."""
+        mean, log_std = self(obs)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """The evaluation action tanh(mu), in [-1, 1] (NOTES.md pitfall 10)."""
+        return torch.tanh(self(obs)[0])
+
+    def to_env(self, action: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [low, high]: low + (a + 1)(high - low)/2."""
+        return action * self.action_scale + self.action_bias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The math: each target and loss of the notes, as a function of tensors. Shapes: batch vectors are (B,), twin Q (2, B).
+# ----------------------------------------------------------------------------------------------------------------
+def log_one_minus_tanh_squared(u: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh^2(u)) = 2 (log 2 - u - softplus(-2u)), exact and finite for any u (001 Eq. 18 as corrected in
+    NOTES.md error 1; never log(1 - a^2 + eps), biased near saturation, nor atanh of a clipped action)."""
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) = log N(u; mu, sigma) - sum_i log(1 - tanh^2(u_i)) for a = tanh(u)  (001 Eq. 17-18).
+
+    This is the density of the squashed action in [-1, 1]; the environment's action low + (a + 1) * scale has density
+    lower by sum_i log(scale_i), a constant. The entropy target -dim(A) is measured in the [-1, 1] space, as in the
+    papers' code (all their environments have bounds [-1, 1]) and in CleanRL and Stable-Baselines3."""
+    gaussian = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2.0 * math.pi)
+    return (gaussian - log_one_minus_tanh_squared(u)).sum(dim=-1)
+
+
+def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
+    """y = r + gamma (1 - d) (min_i Qbar_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s') from the current policy
+    (001 Eq. 12-13, with the (1 - d) mask that Eq. 12 omits). d is `terminated` only: a time-limit truncation is not
+    part of the MDP, so it bootstraps."""
+    next_v = next_q.min(dim=0).values - alpha * next_log_prob
+    return reward + gamma * (1.0 - terminated) * next_v
+
+
+def soft_q_target_v1(reward, terminated, next_v_target, gamma):
+    """y = r + gamma (1 - d) Vbar(s'), with the Polyak-averaged target V network (002 J2; NOTES.md "SAC v1")."""
+    return reward + gamma * (1.0 - terminated) * next_v_target
+
+
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_Q = sum_i E[1/2 (Q_i(s,a) - y)^2] over the twin critics (001 Eq. 12; 002 J2). q: (2, B), target: (B,)."""
+    return 0.5 * ((q - target) ** 2).mean(dim=1).sum()
+
+
+def value_target(q_new: torch.Tensor, log_prob: torch.Tensor, alpha) -> torch.Tensor:
+    """V target = min_i Q_i(s, a) - alpha log pi(a|s), a ~ pi(.|s) freshly sampled, not from the buffer (002 J1)."""
+    return q_new.min(dim=0).values - alpha * log_prob
+
+
+def value_loss(v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_V(psi) = E_s[1/2 (V_psi(s) - target)^2]  (002 J1; 004 "Soft Actor-Critic (SAC)" with alpha restored, error 6)."""
+    return 0.5 * ((v - target) ** 2).mean()
+
+
+def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tensor:
+    """J_pi(phi) = E_{s, eps}[alpha log pi(a|s) - min_i Q_i(s, a)], a = tanh(mu + sigma eps) reparameterized (001 Eq. 14-16)."""
+    return (alpha * log_prob - q_new.min(dim=0).values).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """J(alpha) = E_{a~pi}[-alpha (log pi(a|s) + H-bar)]  (001 Eq. 19-23), written with log alpha in place of alpha:
+    the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
+    softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
+    estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """theta_bar <- tau theta + (1 - tau) theta_bar, all tensors in one fused call."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Agent, replay buffer, updates
+# ----------------------------------------------------------------------------------------------------------------
+class Agent(nn.Module):
+    """Every learned tensor of both variants, so one state_dict checkpoints them all."""
+
+    def __init__(self, args: Args, obs_size: int, action_space: gym.spaces.Box):
+        super().__init__()
+        action_size = int(np.prod(action_space.shape))
+        self.actor = Actor(obs_size, action_size, args.hidden_sizes, action_space.low, action_space.high, args.log_std_min, args.log_std_max)
+        self.critic = TwinQ(obs_size, action_size, args.hidden_sizes)
+        if args.variant == "v2":
+            self.critic_target = TwinQ(obs_size, action_size, args.hidden_sizes)
+            self.critic_target.load_state_dict(self.critic.state_dict())
+            self.critic_target.requires_grad_(False)
+        else:
+            self.value = mlp(obs_size, args.hidden_sizes, 1)
+            self.value_target = mlp(obs_size, args.hidden_sizes, 1)
+            self.value_target.load_state_dict(self.value.state_dict())
+            self.value_target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=bool(args.autotune))
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """Preallocated tensors on the training device; adding and sampling are index arithmetic, no Python loops.
+    Actions are stored in the policy's [-1, 1] space; `terminated` (never `truncated`) is stored for the mask."""
+
+    def __init__(self, capacity: int, obs_size: int, action_size: int, device: torch.device):
+        self.capacity, self.position, self.size = capacity, 0, 0
+        self.data = Batch(
+            obs=torch.zeros(capacity, obs_size, device=device),
+            actions=torch.zeros(capacity, action_size, device=device),
+            rewards=torch.zeros(capacity, device=device),
+            next_obs=torch.zeros(capacity, obs_size, device=device),
+            terminated=torch.zeros(capacity, device=device),
+        )
+
+    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Add a batch of transitions (one per environment)."""
+        index = (self.position + torch.arange(len(rewards))) % self.capacity
+        for store, value in zip(self.data, (obs, actions, rewards, next_obs, terminated)):
+            store[index] = torch.as_tensor(value, dtype=torch.float32).to(store.device, non_blocking=True)
+        self.position = (self.position + len(rewards)) % self.capacity
+        self.size = min(self.size + len(rewards), self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        index = torch.randint(0, self.size, (batch_size,), device=self.data.rewards.device)
+        return Batch(*(store[index] for store in self.data))
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "size": self.size, **{k: v[: self.size].cpu() for k, v in self.data._asdict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position, self.size = state["position"], state["size"]
+        for name, store in self.data._asdict().items():
+            store[: self.size] = state[name].to(store.device)
+
+
+class Learner:
+    """The gradient steps of both variants. Called once per environment step; nothing here synchronises with the host."""
+
+    def __init__(self, agent: Agent, args: Args):
+        self.agent, self.args = agent, args
+        fused = {"fused": True}  # one kernel per optimizer step (CPU and CUDA in torch >= 2.4)
+        self.q_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.q_lr, **fused)
+        self.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=args.policy_lr, **fused)
+        self.alpha_optimizer = torch.optim.Adam([agent.log_alpha], lr=args.q_lr, **fused)
+        if args.variant == "v1":
+            self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=args.q_lr, **fused)
+        self.target_entropy = args.target_entropy
+        self.policy_params = list(agent.actor.parameters()) + (list(agent.value.parameters()) if args.variant == "v1" else [])
+        if args.autotune:
+            self.policy_params.append(agent.log_alpha)
+        self.critic_step = torch.compile(self.critic_step) if args.compile else self.critic_step
+        self.policy_step = torch.compile(self.policy_step) if args.compile else self.policy_step
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        names = ["q_optimizer", "actor_optimizer", "alpha_optimizer"] + (["value_optimizer"] if self.args.variant == "v1" else [])
+        return {name: getattr(self, name) for name in names}
+
+    def critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        agent, args = self.agent, self.args
+        alpha = agent.log_alpha.detach().exp()
+        reward = args.reward_scale * batch.rewards
+        with torch.no_grad():
+            if args.variant == "v2":
+                next_action, next_log_prob = agent.actor.sample(batch.next_obs)
+                next_q = agent.critic_target(batch.next_obs, next_action)
+                target = soft_q_target_v2(reward, batch.terminated, next_q, next_log_prob, alpha, args.gamma)
+            else:
+                next_v = agent.value_target(batch.next_obs).squeeze(-1)
+                target = soft_q_target_v1(reward, batch.terminated, next_v, args.gamma)
+        q = agent.critic(batch.obs, batch.actions)
+        loss = critic_loss(q, target)
+        self.q_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.q_optimizer.step()
+        return {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
+
+    def policy_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Actor (and V for v1, alpha with --autotune) from fresh actions and the just-updated critic (NOTES.md pitfall 14).
+        The losses share no parameters, so one backward pass restricted to their parameters serves them all; the
+        critic's own gradients are never computed here."""
+        agent, args = self.agent, self.args
+        alpha = agent.log_alpha.detach().exp()
+        action, log_prob = agent.actor.sample(obs)
+        q_new = agent.critic(obs, action)
+        loss = actor_loss(log_prob, q_new, alpha)
+        metrics = {"losses/actor_loss": loss.detach(), "losses/entropy": -log_prob.detach().mean()}
+        if args.variant == "v1":
+            v_loss = value_loss(agent.value(obs).squeeze(-1), value_target(q_new, log_prob, alpha).detach())
+            loss = loss + v_loss
+            metrics["losses/value_loss"] = v_loss.detach()
+        if args.autotune:
+            a_loss = temperature_loss(agent.log_alpha, log_prob, self.target_entropy)
+            loss = loss + a_loss
+            metrics["losses/alpha_loss"] = a_loss.detach()
+        for optimizer in self.optimizers().values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.policy_params)
+        self.actor_optimizer.step()
+        if args.variant == "v1":
+            self.value_optimizer.step()
+        if args.autotune:
+            self.alpha_optimizer.step()
+        metrics["losses/alpha"] = agent.log_alpha.detach().exp()
+        return metrics
+
+    def update(self, batch: Batch, gradient_step: int) -> dict[str, torch.Tensor]:
+        metrics = self.critic_step(batch)
+        if gradient_step % self.args.policy_frequency == 0:
+            metrics.update(self.policy_step(batch.obs))
+        if gradient_step % self.args.target_network_frequency == 0:
+            if self.args.variant == "v2":
+                polyak_update(self.agent.critic_target, self.agent.critic, self.args.tau)
+            else:
+                polyak_update(self.agent.value_target, self.agent.value, self.args.tau)
+        return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------
+def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> np.ndarray:
+    """Returns of `episodes` episodes of the deterministic policy tanh(mu), on a separate environment."""
+    env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        try:
+            import moviepy  # noqa: F401  (RecordVideo needs it)
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=args.seed + 100_000 + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.no_grad():
+                action = agent.actor.to_env(agent.actor.deterministic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+            obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return np.array(returns)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints, logging, run directory
+# ----------------------------------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, agent, learner, buffer, global_step, gradient_step, envs, obs, args) -> None:
+    """Everything needed to resume exactly; written to a temporary file first, so a crash never destroys the last one."""
+    state = {
+        "script": SCRIPT,
+        "args": asdict(args),
+        "global_step": global_step,
+        "gradient_step": gradient_step,
+        "agent": agent.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in learner.optimizers().items()},
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "envs": pickle_envs(envs),
+        "obs": obs,
+        "buffer": buffer.state_dict() if args.save_buffer else None,
+    }
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str, args: Args | None = None) -> dict:
+    """Load and check a checkpoint; anything wrong is a UsageError naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UsageError(f"checkpoint {path} does not exist") from None
+    except Exception as error:
+        raise UsageError(f"checkpoint {path} is not readable ({type(error).__name__}); is the file complete?") from None
+    if not isinstance(state, dict) or state.get("script") != SCRIPT:
+        found = state.get("script") if isinstance(state, dict) else type(state).__name__
+        raise UsageError(f"checkpoint {path} was written by {found!r}, not {SCRIPT}.py")
+    saved = state["args"]
+    if args is not None:
+        for key in ("env_id", "variant", "hidden_sizes"):
+            if saved[key] != getattr(args, key) and not (key == "hidden_sizes" and tuple(saved[key]) == tuple(args.hidden_sizes)):
+                raise UsageError(f"checkpoint {path} has --{key.replace('_', '-')} {saved[key]}, this run has {getattr(args, key)}")
+    return state
+
+
+class RunLogger:
+    """metrics.jsonl, optional Weights & Biases, and the progress line."""
+
+    def __init__(self, run_dir: Path, args: Args, start_time: float, resume_step: int | None):
+        self.path = run_dir / "metrics.jsonl"
+        self.start_time = start_time
+        if resume_step is not None and self.path.exists():
+            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["global_step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = open(self.path, "a")
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                name=run_dir.name, id=run_dir.name.replace("/", "-"), resume="allow", dir=str(run_dir),
+            )
+        self.progress = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.progress = tqdm(total=args.total_timesteps, initial=resume_step or 0, unit="step", dynamic_ncols=True)
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        record = {"global_step": global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=global_step)
+
+    def progress_line(self, global_step: int, sps: float, last_return: float | None) -> None:
+        text = f"SPS {sps:.0f}" + (f", return {last_return:.1f}" if last_return is not None else "")
+        if self.progress is not None:
+            self.progress.update(global_step - self.progress.n)
+            self.progress.set_postfix_str(text)
+        else:
+            print(f"step {global_step}: {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.progress is not None:
+            self.progress.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def check_wandb_credentials() -> None:
+    """Tracking never prompts: without a key and without WANDB_MODE, say how to proceed."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path.home() / ".netrc"
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text():
+        return
+    raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline to log locally")
+
+
+def validate(args: Args) -> None:
+    if args.autotune is None:
+        args.autotune = args.variant == "v2"
+    checks = [
+        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
+        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}"),
+        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
+        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
+        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
+        (args.alpha > 0.0, f"--alpha must be > 0 (it is optimised as log alpha), got {args.alpha}"),
+        (args.reward_scale > 0.0, f"--reward-scale must be > 0, got {args.reward_scale}"),
+        (min(args.policy_lr, args.q_lr) > 0.0, "--policy-lr and --q-lr must be > 0"),
+        (min(args.policy_frequency, args.target_network_frequency) >= 1, "--policy-frequency and --target-network-frequency must be >= 1"),
+        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1, f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
+        (args.log_std_min < args.log_std_max, "--log-std-min must be below --log-std-max"),
+        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
+        (min(args.eval_every, args.checkpoint_every) >= 0 and args.log_every >= 1, "--eval-every, --checkpoint-every >= 0 and --log-every >= 1"),
+        (not (args.device == "cuda" and not torch.cuda.is_available()), "--device cuda: no CUDA device is available; use --device cpu"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def boundary_crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of `every` lies in (before, after]: with N envs the step counter jumps by N."""
+    return every > 0 and after // every > before // every
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    validate(args)
+    if args.track:
+        check_wandb_credentials()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    checkpoint = load_checkpoint(args.resume, args) if args.resume else None
+    if checkpoint is not None:
+        run_dir = Path(args.resume).resolve().parent
+    else:
+        run_dir = Path(args.output_dir) / f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    seed_everything(args.seed, args.torch_deterministic)
+    envs = make_vector_env(args.env_id, args.num_envs)
+    if args.target_entropy is None:
+        args.target_entropy = -float(np.prod(envs.single_action_space.shape))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+
+    obs_size = int(np.prod(envs.single_observation_space.shape))
+    action_size = int(np.prod(envs.single_action_space.shape))
+    agent = Agent(args, obs_size, envs.single_action_space).to(device)
+    learner = Learner(agent, args)
+    buffer = ReplayBuffer(min(args.buffer_size, args.total_timesteps + args.num_envs), obs_size, action_size, device)
+
+    global_step, gradient_step = 0, 0
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        for name, optimizer in learner.optimizers().items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        global_step, gradient_step = checkpoint["global_step"], checkpoint["gradient_step"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        envs.close()
+        envs = unpickle_envs(checkpoint["envs"])
+        obs = checkpoint["obs"]
+        if checkpoint["buffer"] is not None:
+            buffer.load_state_dict(checkpoint["buffer"])
+        else:
+            print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one", file=sys.stderr)
+    else:
+        envs.action_space.seed(args.seed)
+        obs, _ = envs.reset(seed=args.seed)
+
+    action_scale, action_bias = agent.actor.action_scale.cpu().numpy(), agent.actor.action_bias.cpu().numpy()
+    start_time = time.time()
+    logger = RunLogger(run_dir, args, start_time, global_step if checkpoint is not None else None)
+    checkpoint_path = run_dir / "checkpoint.pt"
+
+    stop = {"signal": None}
+
+    def request_stop(signum, frame):
+        stop["signal"] = signum
+
+    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    episodes, last_return, eval_returns, last_eval_step = 0, None, None, None
+    learning_start_time, learning_start_step = None, None
+    metrics: dict[str, torch.Tensor] = {}
+    healthy = True
+    try:
+        while global_step < args.total_timesteps and stop["signal"] is None:
+            if global_step < args.learning_starts:
+                env_actions = envs.action_space.sample()
+                actions = (env_actions - action_bias) / action_scale
+            else:
+                with torch.no_grad():
+                    action, _ = agent.actor.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                actions = action.cpu().numpy()
+                env_actions = actions * action_scale + action_bias
+            next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
+
+            # The true next observation of a finished episode is in final_obs; next_obs already starts the next one.
+            real_next_obs = next_obs.copy()
+            if "_final_obs" in infos:
+                for i in np.flatnonzero(infos["_final_obs"]):
+                    real_next_obs[i] = infos["final_obs"][i]
+            buffer.add(obs, actions, rewards, real_next_obs, terminations)
+            obs = next_obs
+
+            before = global_step
+            global_step += args.num_envs
+            if "_episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    episodes += 1
+                    last_return = float(infos["episode"]["r"][i])
+                    logger.log(global_step, {"charts/episodic_return": last_return, "charts/episodic_length": int(infos["episode"]["l"][i])})
+
+            if global_step > args.learning_starts:
+                if learning_start_time is None:
+                    learning_start_time, learning_start_step = time.time(), before
+                for _ in range(args.num_envs):  # one gradient step per environment step, as in the papers
+                    gradient_step += 1
+                    metrics = learner.update(buffer.sample(args.batch_size), gradient_step)
+
+            if boundary_crossed(before, global_step, args.log_every):
+                # The only host synchronisation of the learning phase: read the latest losses.
+                values = {name: value.item() for name, value in metrics.items()}
+                bad = [name for name, value in values.items() if not math.isfinite(value)]
+                if bad:
+                    saved = f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path.exists() else ""
+                    raise NonFiniteLoss(f"{bad[0]} is {values[bad[0]]} at step {global_step}{saved}")
+                sps = (global_step - learning_start_step) / (time.time() - learning_start_time) if learning_start_time else 0.0
+                logger.log(global_step, {**values, "charts/SPS": round(sps, 1)})
+                logger.progress_line(global_step, sps, last_return)
+            if boundary_crossed(before, global_step, args.eval_every):
+                eval_returns, last_eval_step = evaluate(agent, args, device, args.eval_episodes), global_step
+                logger.log(global_step, {"eval/return_mean": float(eval_returns.mean()), "eval/return_std": float(eval_returns.std())})
+            if boundary_crossed(before, global_step, args.checkpoint_every):
+                save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, envs, obs, args)
+    except NonFiniteLoss:
+        healthy = False
+        raise
+    finally:
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
+        if healthy:  # also on an exception or Ctrl-C: nothing learned is lost
+            save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, envs, obs, args)
+        envs.close()
+        if not healthy:
+            logger.close()
+
+    if stop["signal"] is None and last_eval_step != global_step:
+        eval_returns = evaluate(agent, args, device, args.eval_episodes)
+        logger.log(global_step, {"eval/return_mean": float(eval_returns.mean()), "eval/return_std": float(eval_returns.std())})
+    train_sps = (global_step - learning_start_step) / (time.time() - learning_start_time) if learning_start_time else 0.0
+    summary = {
+        "global_step": global_step,
+        "train_sps": round(train_sps, 1),
+        "eval_return_mean": float(eval_returns.mean()) if eval_returns is not None else None,
+        "eval_return_std": float(eval_returns.std()) if eval_returns is not None else None,
+        "episodes": episodes,
+        "wall_time_s": round(time.time() - start_time, 2),
+        "run_dir": str(run_dir),
+        "interrupted": stop["signal"] is not None,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.close()
+    if args.capture_video and stop["signal"] is None:
+        evaluate(agent, args, device, 1, video_dir=str(run_dir / "videos"))
+    print(f"{run_dir}: step {global_step}, eval return {summary['eval_return_mean']}, train SPS {summary['train_sps']}", file=sys.stderr)
+    return {**summary, "exit_code": 130 if stop["signal"] is not None else 0}
+
+
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-only: load a checkpoint's networks and evaluate them (and record a video with --capture-video)."""
+    state = load_checkpoint(args.eval_only)
+    saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
+    saved.eval_episodes, saved.seed, saved.capture_video = args.eval_episodes, args.seed, args.capture_video
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    env = make_env(saved.env_id)
+    agent = Agent(saved, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
+    env.close()
+    agent.load_state_dict(state["agent"])
+    video_dir = str(Path(args.eval_only).resolve().parent / "videos") if args.capture_video else None
+    returns = evaluate(agent, saved, device, args.eval_episodes, video_dir)
+    result = {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()), "returns": returns.tolist()}
+    print(json.dumps(result))
+    return {**result, "exit_code": 0}
+
+
+def main(args: Args) -> int:
+    try:
+        result = evaluate_checkpoint(args) if args.eval_only else train(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return result["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))

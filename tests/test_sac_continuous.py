@@ -1,0 +1,407 @@
+"""SAC v1 and v2 (sac_continuous.py): every target and loss against the notes, and the script as a user runs it."""
+
+import glob
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
+
+import sac_continuous as sac
+
+SCRIPT = Path(sac.__file__)
+TINY = ["--total-timesteps", "600", "--learning-starts", "300", "--eval-every", "300", "--eval-episodes", "2",
+        "--log-every", "100", "--batch-size", "32", "--hidden-sizes", "32", "32"]
+
+
+# ---------------------------------------------------------------- the squashed Gaussian
+def reference_distribution(mean, log_std, transforms):
+    return TransformedDistribution(Normal(mean, log_std.exp()), transforms)
+
+
+def test_tanh_gaussian_log_prob_matches_torch_distributions_including_saturation():
+    torch.manual_seed(0)
+    mean = torch.cat([torch.randn(64, 3, dtype=torch.float64), torch.full((64, 3), 12.0, dtype=torch.float64)])
+    mean[64:, 1] = -15.0  # |u| > 10: tanh(u) rounds to +-1, where log(1 - a^2) and atanh(a) break
+    log_std = torch.randn(128, 3, dtype=torch.float64).clamp(-2, 0.5)
+    reference = reference_distribution(mean, log_std, [TanhTransform(cache_size=1)])
+    action = reference.rsample()  # the cache lets torch evaluate log_prob from u, not from atanh(a)
+    u = reference.transforms[0]._cached_x_y[0]
+    ours = sac.tanh_gaussian_log_prob(u, mean, log_std)
+    expected = reference.log_prob(action).sum(-1)
+    assert ours.shape == (128,)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-8)
+
+
+def test_stable_log_one_minus_tanh_squared_identity():
+    u = torch.linspace(-8, 8, 1001, dtype=torch.float64)
+    torch.testing.assert_close(sac.log_one_minus_tanh_squared(u), torch.log(1 - torch.tanh(u) ** 2), rtol=1e-9, atol=1e-9)
+    far = torch.tensor([-50.0, 30.0, 100.0], dtype=torch.float64)  # 1 - tanh^2 underflows to 0 in float64 here
+    torch.testing.assert_close(sac.log_one_minus_tanh_squared(far), math.log(4.0) - 2 * far.abs())
+
+
+def make_actor(low, high, hidden=(16,)):
+    torch.manual_seed(1)
+    return sac.Actor(len(low), len(low), hidden + (16,), np.array(low, np.float32), np.array(high, np.float32), -5.0, 2.0).double()
+
+
+def test_action_rescaling_to_asymmetric_bounds_and_its_log_jacobian():
+    low, high = [-1.0, 0.0, -10.0], [3.0, 10.0, -4.0]
+    actor = make_actor(low, high)
+    ends = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(actor.to_env(ends), torch.tensor([low, high, [1.0, 5.0, -7.0]], dtype=torch.float64))
+    # The environment's action has density lower by sum log(scale) (NOTES.md pitfall 4).
+    mean, log_std = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64).clamp(-1, 0)
+    scale, bias = actor.action_scale.double(), actor.action_bias.double()
+    reference = reference_distribution(mean, log_std, [TanhTransform(cache_size=1), AffineTransform(bias, scale, cache_size=1)])
+    env_action = reference.rsample()
+    u = reference.transforms[0]._cached_x_y[0]
+    expected = reference.log_prob(env_action).sum(-1)
+    torch.testing.assert_close(sac.tanh_gaussian_log_prob(u, mean, log_std) - scale.log().sum(), expected)
+
+
+def test_actor_samples_stay_in_bounds_and_evaluation_is_tanh_mean():
+    actor = make_actor([-2.0, 0.0], [2.0, 1.0])
+    obs = torch.randn(500, 2, dtype=torch.float64) * 10
+    action, log_prob = actor.sample(obs)
+    assert action.shape == (500, 2) and log_prob.shape == (500,)
+    env_action = actor.to_env(action)
+    assert (env_action[:, 0].abs() <= 2).all() and ((env_action[:, 1] >= 0) & (env_action[:, 1] <= 1)).all()
+    torch.testing.assert_close(actor.deterministic(obs), torch.tanh(actor(obs)[0]))
+
+
+# ---------------------------------------------------------------- targets and losses by hand
+def test_v2_target_by_hand_with_terminated_and_truncated_rows():
+    # Rows: an ordinary step, a terminated step (no bootstrap), a time-limit truncation (stored with terminated = 0).
+    reward = torch.tensor([1.0, 2.0, -1.0])
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    next_q = torch.tensor([[5.0, 3.0, 10.0], [4.0, 6.0, 8.0]])  # (2, B)
+    next_log_prob = torch.tensor([-1.0, 0.5, 2.0])
+    alpha, gamma = 0.5, 0.9
+    y = sac.soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma)
+    expected = torch.tensor([1.0 + 0.9 * (4.0 + 0.5), 2.0, -1.0 + 0.9 * (8.0 - 1.0)])
+    assert y.shape == (3,)
+    torch.testing.assert_close(y, expected)
+
+
+def test_v1_target_by_hand():
+    y = sac.soft_q_target_v1(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]), torch.tensor([3.0, 100.0]), 0.99)
+    torch.testing.assert_close(y, torch.tensor([1.0 + 0.99 * 3.0, 2.0]))
+
+
+def test_critic_actor_value_losses_by_hand():
+    q = torch.tensor([[1.0, 2.0], [3.0, 0.0]])  # Q_1 and Q_2 on two samples
+    target = torch.tensor([2.0, 2.0])
+    # 1/2 mean((1-2)^2, 0) + 1/2 mean((3-2)^2, (0-2)^2) = 0.25 + 1.25
+    torch.testing.assert_close(sac.critic_loss(q, target), torch.tensor(1.5))
+    log_prob = torch.tensor([-1.0, 0.5])
+    # min Q = (1, 0); alpha log pi - min Q = (-0.2 - 1, 0.1 - 0) -> mean -0.55
+    torch.testing.assert_close(sac.actor_loss(log_prob, q, 0.2), torch.tensor(-0.55))
+    torch.testing.assert_close(sac.value_target(q, log_prob, 0.2), torch.tensor([1.2, -0.1]))
+    torch.testing.assert_close(sac.value_loss(torch.tensor([1.0, 1.0]), torch.tensor([1.2, -0.1])), torch.tensor(0.5 * (0.04 + 1.21) / 2))
+
+
+def test_losses_refuse_silent_broadcasting():
+    # A (B, 1) target against (2, B) Q values would broadcast to (2, B, B) (cleanrl#379); shapes must be checked.
+    q, target = torch.zeros(2, 5), torch.zeros(5)
+    assert sac.critic_loss(q, target).shape == ()
+    assert sac.soft_q_target_v2(torch.zeros(5), torch.zeros(5), q, torch.zeros(5), 0.1, 0.9).shape == (5,)
+
+
+@pytest.mark.parametrize("log_prob, direction", [(3.0, +1), (0.0, -1)])
+def test_temperature_moves_towards_the_entropy_target(log_prob, direction):
+    # Target entropy H-bar = -1.5. Entropy -log pi = -3 is below it: alpha must grow; entropy 0 is above: alpha shrinks.
+    log_alpha = nn.Parameter(torch.tensor(math.log(0.2)))
+    optimizer = torch.optim.SGD([log_alpha], lr=0.1)
+    loss = sac.temperature_loss(log_alpha, torch.full((16,), log_prob, requires_grad=True), target_entropy=-1.5)
+    loss.backward()
+    optimizer.step()
+    assert direction * (log_alpha.exp().item() - 0.2) > 0
+
+
+def test_polyak_update_is_a_convex_combination():
+    torch.manual_seed(0)
+    online, target = nn.Linear(4, 3), nn.Linear(4, 3)
+    old = [p.detach().clone() for p in target.parameters()]
+    sac.polyak_update(target, online, 0.005)
+    for new, before, theta in zip(target.parameters(), old, online.parameters()):
+        torch.testing.assert_close(new, 0.005 * theta + 0.995 * before)
+
+
+def test_twin_q_ensemble_equals_two_separate_networks():
+    # The batched ensemble is the straightforward pair of MLPs, only faster: same outputs, same gradients.
+    torch.manual_seed(0)
+    twin = sac.TwinQ(5, 2, (16, 16)).double()
+    separate = []
+    for member in range(2):
+        net = sac.mlp(7, (16, 16), 1).double()
+        layers = [m for m in net if isinstance(m, nn.Linear)]
+        for linear, ensemble in zip(layers, [*twin.hidden, twin.out]):
+            linear.weight.data.copy_(ensemble.weight[member].T)
+            linear.bias.data.copy_(ensemble.bias[member, 0])
+        separate.append(net)
+    obs, action = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
+    q = twin(obs, action)
+    expected = torch.stack([net(torch.cat([obs, action], -1)).squeeze(-1) for net in separate])
+    torch.testing.assert_close(q, expected)
+    q.sum().backward()
+    sum(net(torch.cat([obs, action], -1)).sum() for net in separate).backward()
+    torch.testing.assert_close(twin.hidden[1].weight.grad[1], separate[1][2].weight.grad.T)
+    # Initialisation has nn.Linear's scale, U(-1/sqrt(in), 1/sqrt(in)).
+    assert twin.hidden[1].weight.abs().max() <= 1 / math.sqrt(16)
+
+
+# ---------------------------------------------------------------- the learner's steps
+def make_learner(variant, **overrides):
+    args = sac.Args(variant=variant, hidden_sizes=(32, 32), **overrides)
+    sac.validate(args)
+    args.target_entropy = -1.0
+    space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    torch.manual_seed(0)
+    agent = sac.Agent(args, 3, space)
+    return agent, sac.Learner(agent, args), args
+
+
+def random_batch(size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return sac.Batch(torch.randn(size, 3, generator=g), torch.rand(size, 1, generator=g) * 2 - 1,
+                     torch.randn(size, generator=g), torch.randn(size, 3, generator=g), (torch.rand(size, generator=g) < 0.2).float())
+
+
+def test_v1_critic_bootstraps_from_the_target_value_network():
+    agent, learner, args = make_learner("v1")
+    with torch.no_grad():  # make V-bar(s') = 7 everywhere and V(s') = -100, so only the target network can explain the loss
+        for p in agent.value_target.parameters():
+            p.zero_()
+        agent.value_target[-1].bias.fill_(7.0)
+        agent.value[-1].bias.fill_(-100.0)
+    batch = random_batch()
+    with torch.no_grad():
+        expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), batch.rewards + 0.99 * (1 - batch.terminated) * 7.0)
+    metrics = learner.critic_step(batch)
+    torch.testing.assert_close(metrics["losses/qf_loss"], expected)
+
+
+def test_v1_value_target_uses_fresh_policy_actions_not_buffer_actions():
+    agent, learner, args = make_learner("v1")
+    batch = random_batch()
+    torch.manual_seed(123)
+    with torch.no_grad():
+        action, log_prob = agent.actor.sample(batch.obs)
+        target = sac.value_target(agent.critic(batch.obs, action), log_prob, args.alpha)
+        expected = sac.value_loss(agent.value(batch.obs).squeeze(-1), target)
+    torch.manual_seed(123)
+    metrics = learner.policy_step(batch.obs)
+    torch.testing.assert_close(metrics["losses/value_loss"], expected)
+
+
+def test_v2_critic_target_uses_the_target_networks_and_current_policy():
+    agent, learner, args = make_learner("v2")
+    with torch.no_grad():
+        for p in agent.critic_target.parameters():
+            p.zero_()
+        agent.critic_target.out.bias.fill_(3.0)  # Q-bar = 3 for both critics
+    batch = random_batch()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        _, next_log_prob = agent.actor.sample(batch.next_obs)
+        y = batch.rewards + 0.99 * (1 - batch.terminated) * (3.0 - args.alpha * next_log_prob)
+        expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), y)
+    torch.manual_seed(5)
+    torch.testing.assert_close(learner.critic_step(batch)["losses/qf_loss"], expected)
+
+
+def test_policy_step_leaves_the_critic_untouched_and_moves_alpha():
+    agent, learner, args = make_learner("v2")
+    critic_before = [p.detach().clone() for p in agent.critic.parameters()]
+    actor_before = [p.detach().clone() for p in agent.actor.parameters()]
+    alpha_before = agent.log_alpha.item()
+    learner.policy_step(random_batch().obs)
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    assert all(p.grad is None for p in agent.critic.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+    assert agent.log_alpha.item() != alpha_before
+
+
+def test_fixed_alpha_does_not_move_without_autotune():
+    agent, learner, args = make_learner("v2", autotune=False)
+    learner.update(random_batch(), 1)
+    assert agent.log_alpha.item() == pytest.approx(math.log(args.alpha))
+
+
+# ---------------------------------------------------------------- vector environments and autoreset
+class CounterEnv(gym.Env):
+    """obs = (episode id, t); episodes end by termination at t = 3 on odd episodes and by the time limit otherwise."""
+
+    instances = 0
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        CounterEnv.instances += 1
+        self.episode = CounterEnv.instances * 1000
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t = 0
+        return np.array([self.episode, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.episode % 2 == 1 and self.t == 3
+        return np.array([self.episode, self.t], np.float32), 1.0, terminated, False, {}
+
+
+def test_vector_autoreset_never_stores_a_cross_episode_transition(tmp_path):
+    gym.register("CounterEnv-v0", entry_point=CounterEnv, max_episode_steps=5)
+    args = sac.Args(env_id="CounterEnv-v0", num_envs=3, total_timesteps=90, learning_starts=30, batch_size=8,
+                    hidden_sizes=(8,), eval_every=0, eval_episodes=1, log_every=30, save_buffer=True, output_dir=str(tmp_path))
+    assert sac.train(args)["exit_code"] == 0
+    buffer = torch.load(glob.glob(str(tmp_path / "*" / "checkpoint.pt"))[0], weights_only=False)["buffer"]
+    obs, next_obs, terminated = buffer["obs"], buffer["next_obs"], buffer["terminated"]
+    assert len(obs) == 90
+    assert torch.equal(next_obs[:, 0], obs[:, 0]), "a transition crosses an episode boundary"
+    assert torch.equal(next_obs[:, 1], obs[:, 1] + 1)
+    # Terminated only on odd episodes at t = 3; the time limit at t = 5 is stored as not terminated.
+    assert torch.equal(terminated.bool(), (obs[:, 0] % 2 == 1) & (next_obs[:, 1] == 3))
+    assert ((next_obs[:, 1] == 5) & (terminated == 0)).any()
+
+
+# ---------------------------------------------------------------- the command line
+def run_script(*flags, cwd=None, script=SCRIPT, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(script), *flags], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def summary_of(output_dir):
+    return json.loads(Path(glob.glob(f"{output_dir}/*/summary.json")[0]).read_text())
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_cli_runs_both_variants_and_writes_its_files(tmp_path, variant):
+    completed = run_script("--variant", variant, "--output-dir", str(tmp_path), *TINY)
+    assert completed.returncode == 0, completed.stderr
+    summary = summary_of(tmp_path)
+    assert summary["global_step"] == 600 and summary["episodes"] == 3 and summary["train_sps"] > 0
+    assert summary["eval_return_mean"] < 0  # Pendulum's returns are negative
+    run_dir = Path(summary["run_dir"])
+    assert json.loads((run_dir / "args.json").read_text())["variant"] == variant
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["global_step"] for e in events if "eval/return_mean" in e] == [300, 600]
+    loss_events = [e for e in events if "charts/SPS" in e]
+    assert [e["global_step"] for e in loss_events] == [100, 200, 300, 400, 500, 600]
+    assert all(math.isfinite(e["losses/qf_loss"]) for e in loss_events if e["global_step"] > 300)
+    assert any("losses/value_loss" in e for e in events) == (variant == "v1")
+    assert (run_dir / "checkpoint.pt").exists()
+
+
+def strip_time(path):
+    events = []
+    for line in Path(path).read_text().splitlines():
+        event = json.loads(line)
+        event.pop("wall_time")
+        event.pop("charts/SPS", None)
+        events.append(event)
+    return events
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    flags = [*TINY, "--save-buffer", "--checkpoint-every", "0"]
+    straight, first = tmp_path / "straight", tmp_path / "split"
+    assert run_script("--output-dir", str(straight), *flags).returncode == 0
+    halfway = [f if f != "600" else "400" for f in flags]
+    assert run_script("--output-dir", str(first), *halfway).returncode == 0
+    checkpoint = glob.glob(f"{first}/*/checkpoint.pt")[0]
+    resumed = run_script("--resume", checkpoint, *flags)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = strip_time(glob.glob(f"{straight}/*/metrics.jsonl")[0])
+    # The split run also evaluated at its first stop (step 400); everything else must be identical.
+    got = [e for e in strip_time(glob.glob(f"{first}/*/metrics.jsonl")[0]) if not (e["global_step"] == 400 and "eval/return_mean" in e)]
+    assert got == expected
+    assert summary_of(first)["eval_return_mean"] == summary_of(straight)["eval_return_mean"]
+
+
+def test_eval_only_scores_a_checkpoint(tmp_path):
+    assert run_script("--output-dir", str(tmp_path), *TINY).returncode == 0
+    checkpoint = glob.glob(f"{tmp_path}/*/checkpoint.pt")[0]
+    completed = run_script("--eval-only", checkpoint, "--eval-episodes", "2")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["eval_return_mean"] == pytest.approx(summary_of(tmp_path)["eval_return_mean"])
+
+
+def test_interrupt_saves_checkpoint_and_summary(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--output-dir", str(tmp_path), "--total-timesteps", "100000",
+                                "--learning-starts", "100", "--hidden-sizes", "32", "--log-every", "100", "--eval-every", "0"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while '"global_step": 300' not in "".join(Path(p).read_text() for p in glob.glob(f"{tmp_path}/*/metrics.jsonl")):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    summary = summary_of(tmp_path)
+    assert summary["interrupted"] and 300 <= summary["global_step"] < 100000
+    state = torch.load(glob.glob(f"{tmp_path}/*/checkpoint.pt")[0], weights_only=False)
+    assert state["global_step"] == summary["global_step"]
+
+
+def test_non_finite_loss_stops_with_a_message(tmp_path):
+    completed = run_script("--output-dir", str(tmp_path), *TINY, "--reward-scale", "1e38")
+    assert completed.returncode == 1
+    assert "losses/" in completed.stderr and "at step" in completed.stderr and "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--env-id", "CartPole-v1"], "sac_discrete.py"),
+    (["--env-id", "NoSuchEnv-v0"], "--env-id"),
+    (["--batch-size", "512", "--buffer-size", "100"], "--batch-size"),
+    (["--gamma", "-0.5"], "--gamma"),
+    (["--resume", "/nonexistent/checkpoint.pt"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(flags, expected):
+    completed = run_script(*flags)
+    assert completed.returncode == 2
+    assert expected in completed.stderr and "Traceback" not in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path):
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"script": "sac_discrete", "args": {}}, foreign)
+    for path, expected in [(corrupted, "not readable"), (foreign, "sac_discrete")]:
+        completed = run_script("--eval-only", str(path))
+        assert completed.returncode == 2 and expected in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_script_runs_alone_in_an_empty_folder(tmp_path):
+    shutil.copy(SCRIPT, tmp_path / SCRIPT.name)
+    completed = run_script(*TINY, cwd=tmp_path, script=tmp_path / SCRIPT.name)
+    assert completed.returncode == 0, completed.stderr
+    assert summary_of(tmp_path / "runs")["global_step"] == 600
+
+
+# ---------------------------------------------------------------- learning
+@pytest.mark.parametrize("variant", ["v2", "v1"])
+def test_learns_pendulum(tmp_path, variant):
+    # Random actions score about -1200; a policy that swings up and balances scores above -400.
+    completed = run_script("--variant", variant, "--output-dir", str(tmp_path), "--total-timesteps", "5000",
+                           "--learning-starts", "1000", "--eval-every", "0", "--eval-episodes", "5", "--log-every", "1000", timeout=900)
+    assert completed.returncode == 0, completed.stderr
+    assert summary_of(tmp_path)["eval_return_mean"] > -400
