@@ -1,0 +1,463 @@
+"""Turn benchmarks/results/*.json (written by run.py) into benchmarks/README.md, plots and a summary table.
+
+    python benchmarks/report.py
+
+Writes
+- `benchmarks/README.md`: one table per script (seeds, final evaluation return mean ± std over
+  seeds, training speed, wall time, commit, published reference with its source), the machines
+  and versions the numbers come from, failed seeds, and the learning curves;
+- `benchmarks/plots/{stem}.png`: evaluation return against environment steps, mean over seeds
+  with a band from the worst to the best seed, and the reference value as a dashed line;
+- `benchmarks/summary_table.md`: a compact table to embed in the main README.
+Nothing here is typed by hand: rerun run.py, then this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+
+# Published numbers to compare with, keyed by (script, environment name without its version).
+# The first entry of each list is shown in the tables; all are listed under "References".
+# Versions differ (v2/v3/v4 vs our v5: same robots, small changes in the MuJoCo bindings), so
+# these are orders of magnitude to aim at, not exact targets.
+_SAC_PAPER = "Haarnoja et al. 2018b, *Soft Actor-Critic Algorithms and Applications*, Fig. 1 (SAC v2, -v2 envs), as read in the CleanRL SAC docs"
+_SAC_PAPER_URL = "https://docs.cleanrl.dev/rl-algorithms/sac/#experiment-results"
+_CLEANRL = "CleanRL `sac_continuous_action.py`, 3 seeds, training return (-v2 envs; InvertedPendulum-v4)"
+_ZOO = "rl-baselines3-zoo SAC benchmark (one run, deterministic evaluation, -v3 envs)"
+_ZOO_URL = "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md"
+REFERENCES: dict[tuple[str, str], list[dict]] = {
+    ("sac_continuous", "Hopper"): [
+        {"value": 3250, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
+        {"value": 2310.46, "std": 342.82, "steps": 1_000_000, "short": "CleanRL", "source": _CLEANRL, "url": _SAC_PAPER_URL},
+        {"value": 2325.547, "std": 1129.676, "steps": 1_000_000, "short": "rl-zoo", "source": _ZOO, "url": _ZOO_URL},
+    ],
+    ("sac_continuous", "HalfCheetah"): [
+        {"value": 11250, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
+        {"value": 9634.89, "std": 1423.73, "steps": 1_000_000, "short": "CleanRL", "source": _CLEANRL, "url": _SAC_PAPER_URL},
+        {"value": 9535.451, "std": 100.470, "steps": 1_000_000, "short": "rl-zoo", "source": _ZOO, "url": _ZOO_URL},
+    ],
+    ("sac_continuous", "Walker2d"): [
+        {"value": 4800, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
+        {"value": 3591.45, "std": 911.33, "steps": 1_000_000, "short": "CleanRL", "source": _CLEANRL, "url": _SAC_PAPER_URL},
+        {"value": 3863.203, "std": 254.347, "steps": 1_000_000, "short": "rl-zoo", "source": _ZOO, "url": _ZOO_URL},
+    ],
+    ("sac_continuous", "Ant"): [
+        {"value": 4615.791, "std": 1354.111, "steps": 1_000_000, "short": "rl-zoo", "source": _ZOO, "url": _ZOO_URL},
+    ],
+    ("sac_continuous", "Humanoid"): [
+        {"value": 4500, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
+        {"value": 4996.29, "std": 686.40, "steps": 1_000_000, "short": "CleanRL", "source": _CLEANRL, "url": _SAC_PAPER_URL},
+    ],
+    ("sac_continuous", "InvertedPendulum"): [
+        {"value": 909.37, "std": 55.66, "steps": 1_000_000, "short": "CleanRL", "source": _CLEANRL, "url": _SAC_PAPER_URL},
+        {"value": 1000, "steps": None, "short": "max return", "source": "maximum return (1000 steps of +1, gymnasium InvertedPendulum)",
+         "url": "https://gymnasium.farama.org/environments/mujoco/inverted_pendulum/"},
+    ],
+    ("sac_continuous", "Pendulum"): [
+        {"value": -156.995, "std": 88.714, "steps": 20_000, "short": "rl-zoo", "source": _ZOO, "url": _ZOO_URL},
+    ],
+    ("sac_discrete", "CartPole"): [
+        {"value": 500, "steps": None, "short": "max return", "source": "maximum return of CartPole-v1 (500-step limit, gymnasium)",
+         "url": "https://gymnasium.farama.org/environments/classic_control/cart_pole/"},
+    ],
+    ("soft_q_learning", "CartPole"): [
+        {"value": 500, "steps": None, "short": "max return", "source": "maximum return of CartPole-v1 (500-step limit, gymnasium)",
+         "url": "https://gymnasium.farama.org/environments/classic_control/cart_pole/"},
+    ],
+    ("sac_discrete", "Pong"): [
+        {"value": -20.98, "std": 0.0, "steps": 100_000, "short": "Christodoulou 2019", "source": "Christodoulou 2019, *Soft Actor-Critic for Discrete Action Settings*, Table (Atari 100k)",
+         "url": "https://arxiv.org/abs/1910.07207"},
+        {"value": 19.24, "std": 1.81, "approx": True, "steps": 5_000_000, "short": "CleanRL sac_atari", "source": "CleanRL `sac_atari.py` (PongNoFrameskip-v4, training return)",
+         "url": "https://docs.cleanrl.dev/rl-algorithms/sac/#atari-experiment-results-for-sac-discrete"},
+    ],
+}
+
+
+# ----------------------------------------------------------------------------- loading
+def load_results(results_dir: Path) -> list[dict]:
+    results = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+        except ValueError as error:
+            print(f"skipping {path}: not valid JSON ({error})", file=sys.stderr)
+            continue
+        if not isinstance(result, dict) or "seeds" not in result:
+            print(f"skipping {path}: not a run.py result file", file=sys.stderr)
+            continue
+        result.setdefault("stem", path.stem)
+        results.append(result)
+    return results
+
+
+def env_name(env_id: str) -> str:
+    """`ALE/Pong-v5` -> `Pong`, `Hopper-v5` -> `Hopper`."""
+    return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+
+
+def references_for(result: dict) -> list[dict]:
+    return REFERENCES.get((result.get("algo"), env_name(result.get("env_id", ""))), [])
+
+
+# ----------------------------------------------------------------------------- formatting
+def decimals(value: float) -> int:
+    size = abs(value)
+    return 0 if size >= 100 else 1 if size >= 10 else 2
+
+
+def number(value: float | None, places: int | None = None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{decimals(value) if places is None else places}f}"
+
+
+def mean_std(stats: dict | None) -> str:
+    """`mean ± std`, both with the precision the mean deserves."""
+    if not stats:
+        return "n/a"
+    places = decimals(stats["mean"])
+    return f"{number(stats['mean'], places)} ± {number(stats['std'], places)}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def steps_text(steps) -> str:
+    if not isinstance(steps, (int, float)):
+        return "n/a"
+    if steps >= 1_000_000 and steps % 100_000 == 0:
+        return f"{steps / 1_000_000:g}M"
+    if steps >= 1000 and steps % 1000 == 0:
+        return f"{steps / 1000:g}k"
+    return str(int(steps))
+
+
+def commit_text(git: dict | None) -> str:
+    if not git or not git.get("commit"):
+        return "n/a"
+    return git["commit"][:8] + ("+dirty" if git.get("dirty") else "")
+
+
+def reference_text(reference: dict | None, link: bool = True) -> str:
+    if reference is None:
+        return "–"
+    value = ("≈ " if reference.get("approx") else "") + number(reference["value"])
+    if reference.get("std") is not None and not reference.get("approx"):
+        value += f" ± {number(reference['std'], decimals(reference['value']))}"
+    if reference.get("steps"):
+        value += f" @ {steps_text(reference['steps'])}"
+    source = reference.get("short") or reference["source"]
+    return f"{value} ([{source}]({reference['url']}))" if link else f"{value} ({source})"
+
+
+def stats_of(result: dict, key: str) -> dict | None:
+    """Aggregate from the file, or recomputed from the seeds (older files)."""
+    aggregate = result.get("aggregate") or {}
+    if aggregate.get(key):
+        return aggregate[key]
+    seed_key = {"final_eval_return": "final_eval_return_mean"}.get(key, key)
+    values = [s[seed_key] for s in result["seeds"] if s.get("status") == "ok" and s.get(seed_key) is not None]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def seeds_text(result: dict) -> str:
+    ok = sum(1 for s in result["seeds"] if s.get("status") == "ok")
+    total = len(result.get("seeds_requested") or result["seeds"])
+    return f"{ok}/{total}"
+
+
+def label(result: dict) -> str:
+    return result.get("tag") or result.get("variant") or "–"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- tabular results
+def tabular_summary(result: dict) -> tuple[str, str]:
+    """(verdicts, iterations) over seeds: `name k/n` for boolean verdicts, means for iteration counts."""
+    outputs = [s.get("output") for s in result["seeds"] if s.get("status") == "ok" and isinstance(s.get("output"), dict)]
+    verdict_counts: dict[str, list[int]] = {}
+    iteration_values: dict[str, list[float]] = {}
+    for output in outputs:
+        verdicts = output.get("verdicts")
+        if isinstance(verdicts, dict):
+            for name, value in verdicts.items():
+                if isinstance(value, bool):
+                    count = verdict_counts.setdefault(name, [0, 0])
+                    count[0] += value
+                    count[1] += 1
+        elif isinstance(verdicts, bool):
+            count = verdict_counts.setdefault("verdict", [0, 0])
+            count[0] += verdicts
+            count[1] += 1
+        iterations = output.get("iterations")
+        if isinstance(iterations, dict):
+            for name, value in iterations.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    iteration_values.setdefault(name, []).append(value)
+        elif isinstance(iterations, (int, float)) and not isinstance(iterations, bool):
+            iteration_values.setdefault("iterations", []).append(iterations)
+    verdict_text = ", ".join(f"{name} {passed}/{total}" for name, (passed, total) in verdict_counts.items()) or "n/a"
+    iteration_text = ", ".join(f"{name} {number(statistics.fmean(values))}" for name, values in iteration_values.items()) or "n/a"
+    return verdict_text, iteration_text
+
+
+# ----------------------------------------------------------------------------- plots
+def curve_band(result: dict):
+    """Common step grid, and mean / min / max over seeds of the evaluation return on it."""
+    import numpy as np
+
+    curves = []
+    for seed in result["seeds"]:
+        points = sorted((float(step), float(value)) for step, value in seed.get("eval_curve") or [] if value is not None)
+        if points:
+            curves.append(np.array(points))
+    if not curves:
+        return None
+    grid = np.unique(np.concatenate([curve[:, 0] for curve in curves]))
+    values = np.full((len(curves), len(grid)), np.nan)
+    for row, curve in enumerate(curves):
+        inside = (grid >= curve[0, 0]) & (grid <= curve[-1, 0])
+        values[row, inside] = np.interp(grid[inside], curve[:, 0], curve[:, 1])
+    return grid, np.nanmean(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0), len(curves)
+
+
+def plot_result(result: dict, path: Path) -> bool:
+    band = curve_band(result)
+    if band is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid, mean, low, high, count = band
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.plot(grid, mean, color="C0", label=f"mean of {count} seed{'s' if count > 1 else ''}")
+    if count > 1:
+        axes.fill_between(grid, low, high, color="C0", alpha=0.25, linewidth=0, label="min..max over seeds")
+    references = references_for(result)
+    if references:
+        reference = references[0]
+        axes.axhline(reference["value"], color="C3", linestyle="--", linewidth=1,
+                     label="reference: " + reference_text(reference, link=False)[:60])
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel("evaluation return")
+    title = f"{result.get('script', result.get('algo'))} {label(result) if label(result) != '–' else ''} on {result.get('env_id')}"
+    axes.set_title(" ".join(title.split()))
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+# ----------------------------------------------------------------------------- documents
+def training_row(result: dict, plot_link: str | None) -> list[str]:
+    references = references_for(result)
+    wall = stats_of(result, "wall_time_s")
+    device = (result.get("device") or {}).get("device") or "n/a"
+    env_cell = result.get("env_id", "n/a") + (f" ([plot]({plot_link}))" if plot_link else "")
+    return [
+        env_cell,
+        label(result),
+        seeds_text(result),
+        steps_text(result.get("total_timesteps")),
+        mean_std(stats_of(result, "final_eval_return")),
+        mean_std(stats_of(result, "train_sps")),
+        duration(wall["mean"] if wall else None),
+        device,
+        commit_text(result.get("git")),
+        (result.get("date") or "n/a")[:10],
+        reference_text(references[0] if references else None),
+    ]
+
+
+def machine_key(result: dict) -> tuple:
+    machine = result.get("machine") or {}
+    versions = result.get("versions") or {}
+    device = result.get("device") or {}
+    return (
+        machine.get("cpu"), machine.get("cpu_count"), device.get("device"), device.get("gpu"),
+        tuple(sorted((k, v) for k, v in versions.items() if v is not None)),
+    )
+
+
+def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path) -> str:
+    def relative(path: Path) -> str:
+        return os.path.relpath(path, readme_path.parent).replace(os.sep, "/")
+
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; do not edit by hand.",
+        "Each result file was written by `benchmarks/run.py`, which runs a script once per seed and records",
+        "the exact commands, the commit, the machine and the package versions (see the file itself).",
+        "",
+        "Reproduce: `python benchmarks/run.py --suite quick --jobs 2` (about an hour on a 2-core CPU), or one",
+        "entry, e.g. `python benchmarks/run.py --algo sac_continuous --env-id Hopper-v5 --seeds 1 2 3 4 5",
+        "--total-timesteps 1000000 -- --variant v2`; then `python benchmarks/report.py`.",
+        "",
+        "Final return: deterministic evaluation at the end of training (`eval_return_mean` of `summary.json`),",
+        "mean ± standard deviation over seeds. SPS: environment steps per second during learning.",
+        "Wall time: per seed, measured by the runner around the process. References use older",
+        "environment versions and other evaluation protocols: orders of magnitude, not exact targets.",
+        "",
+    ]
+    if not results:
+        lines += ["No results yet: run `python benchmarks/run.py` first.", ""]
+        return "\n".join(lines)
+
+    training = [r for r in results if r.get("kind", "training") == "training"]
+    tabular = [r for r in results if r.get("kind") == "tabular"]
+    header = ["Environment", "Variant", "Seeds ok", "Steps", "Final return", "SPS", "Wall time / seed",
+              "Device", "Commit", "Date", "Reference"]
+    for script in sorted({r.get("script") or f"{r.get('algo')}.py" for r in training}):
+        rows = [r for r in training if (r.get("script") or f"{r.get('algo')}.py") == script]
+        rows.sort(key=lambda r: (r.get("env_id", ""), label(r)))
+        lines += [f"## `{script}`", ""]
+        lines.append(markdown_table(header, [training_row(r, relative(plots[r["stem"]]) if r["stem"] in plots else None) for r in rows]))
+        lines.append("")
+
+    if tabular:
+        lines += ["## `soft_policy_iteration_tabular.py`", "",
+                  "Not a training script: each seed runs the exact algorithm once; the JSON it writes is stored in the result file.", ""]
+        rows = []
+        for r in sorted(tabular, key=lambda r: r.get("env_id", "")):
+            verdicts, iterations = tabular_summary(r)
+            wall = stats_of(r, "wall_time_s")
+            rows.append([r.get("env_id", "n/a"), seeds_text(r), verdicts, iterations,
+                         duration(wall["mean"] if wall else None), commit_text(r.get("git")), (r.get("date") or "n/a")[:10]])
+        lines.append(markdown_table(["Environment", "Seeds ok", "Verdicts (true / seeds)", "Iterations (mean)",
+                                     "Wall time / seed", "Commit", "Date"], rows))
+        lines.append("")
+
+    failures = [(r, s) for r in results for s in r["seeds"] if s.get("status") != "ok"]
+    if failures:
+        lines += ["## Failed seeds", ""]
+        rows = []
+        for r, s in failures:
+            last = s.get("error") or ((s.get("stderr_tail") or "").strip().splitlines() or [""])[-1]
+            rows.append([r["stem"], str(s.get("seed")), str(s.get("exit_code")), f"`{last[:150]}`" if last else ""])
+        lines.append(markdown_table(["Result", "Seed", "Exit code", "Last line of stderr"], rows))
+        lines.append("")
+
+    lines += ["## Machines and versions", ""]
+    groups: dict[tuple, list[str]] = {}
+    for r in results:
+        groups.setdefault(machine_key(r), []).append(r["stem"])
+    rows = []
+    for (cpu, cores, device, gpu, versions), stems in groups.items():
+        rows.append([
+            f"{cpu or 'n/a'} ({cores or '?'} cores)",
+            (device or "n/a") + (f" ({gpu})" if gpu else ""),
+            ", ".join(f"{name} {version}" for name, version in versions),
+            ", ".join(stems),
+        ])
+    lines.append(markdown_table(["CPU", "Device", "Versions", "Results"], rows))
+    lines.append("")
+
+    lines += ["## Commands", "", "The command of the first seed of each result (the others differ only in `--seed` and the output path).", ""]
+    for r in results:
+        if r["seeds"]:
+            lines.append(f"- `{r['stem']}`: `{r['seeds'][0].get('command_line', '')}`")
+    lines.append("")
+
+    if plots:
+        lines += ["## Learning curves", "",
+                  "Evaluation return against environment steps: mean over seeds, band from the worst to the best seed,",
+                  "dashed line the first reference of the table.", ""]
+        for r in training:
+            if r["stem"] in plots:
+                lines += [f"### {r['stem']}", "", f"![{r['stem']}]({relative(plots[r['stem']])})", ""]
+
+    cited = sorted({(key, i) for r in results for key in [(r.get("algo"), env_name(r.get("env_id", "")))]
+                    for i in range(len(REFERENCES.get(key, [])))})
+    if cited:
+        lines += ["## References", ""]
+        for (algo, env), i in cited:
+            reference = REFERENCES[(algo, env)][i]
+            lines.append(f"- `{algo}` {env}: {reference_text(reference)}: {reference['source']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_summary(results: list[dict]) -> str:
+    if not results:
+        return "<!-- generated by benchmarks/report.py -->\nNo benchmark results yet: run `python benchmarks/run.py --suite quick`.\n"
+    rows = []
+    for r in sorted(results, key=lambda r: (r.get("algo", ""), r.get("env_id", ""), label(r))):
+        script = r.get("script") or f"{r.get('algo')}.py"
+        if r.get("kind") == "tabular":
+            verdicts, _ = tabular_summary(r)
+            counts = re.findall(r"(\S+) (\d+)/(\d+)", verdicts)
+            if counts and all(passed == total for _, passed, total in counts):
+                verdicts = f"all {len(counts)} checks hold"
+            rows.append([f"`{script}`", r.get("env_id", "n/a"), "–", seeds_text(r), verdicts, "–", "–"])
+            continue
+        references = references_for(r)
+        rows.append([
+            f"`{script}`" + (f" {label(r)}" if label(r) != "–" else ""),
+            r.get("env_id", "n/a"),
+            steps_text(r.get("total_timesteps")),
+            seeds_text(r),
+            mean_std(stats_of(r, "final_eval_return")),
+            reference_text(references[0] if references else None),
+            mean_std(stats_of(r, "train_sps")),
+        ])
+    table = markdown_table(["Script", "Environment", "Steps", "Seeds ok", "Final return", "Reference", "SPS"], rows)
+    return ("<!-- generated by benchmarks/report.py from benchmarks/results; details in benchmarks/README.md -->\n"
+            + table + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write benchmarks/README.md, plots and summary_table.md from the result files.")
+    parser.add_argument("--results-dir", default=str(BENCHMARKS_DIR / "results"))
+    parser.add_argument("--readme", default=str(BENCHMARKS_DIR / "README.md"))
+    parser.add_argument("--plots-dir", default=str(BENCHMARKS_DIR / "plots"))
+    parser.add_argument("--summary", default=str(BENCHMARKS_DIR / "summary_table.md"))
+    options = parser.parse_args(argv)
+
+    results = load_results(Path(options.results_dir))
+    plots: dict[str, Path] = {}
+    for result in results:
+        if result.get("kind", "training") != "training":
+            continue
+        path = Path(options.plots_dir) / f"{result['stem']}.png"
+        if plot_result(result, path):
+            plots[result["stem"]] = path
+    readme = Path(options.readme)
+    readme.parent.mkdir(parents=True, exist_ok=True)
+    readme.write_text(build_readme(results, plots, readme))
+    summary = Path(options.summary)
+    summary.write_text(build_summary(results))
+    print(f"{len(results)} result files -> {readme}, {summary}, {len(plots)} plots in {options.plots_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,551 @@
+"""Run a training script over several seeds and record the results in one JSON file.
+
+    python benchmarks/run.py --algo sac_continuous --env-id Hopper-v5 --seeds 1 2 3 4 5 \\
+        --total-timesteps 1000000 -- --variant v2
+    python benchmarks/run.py --suite quick --jobs 2        # every script, about an hour on 2 cores
+    python benchmarks/run.py --suite mujoco --dry-run      # print the commands only
+
+Each seed runs `{script-dir}/{algo}.py` as a subprocess with its own `--output-dir`, passing
+`--seed`, `--env-id`, `--total-timesteps` (when given) and the flags after `--`. The runner
+reads the run's `summary.json` and `metrics.jsonl` (the interface every training script shares,
+see ../README.md) and writes `benchmarks/results/{algo}[-{variant}]__{env}.json` with per-seed
+evaluation curves, final returns, speed, wall time, the exact commands, the git commit and the
+machine. A seed that fails is recorded with its exit code and the end of its stderr.
+
+`soft_policy_iteration_tabular.py` is not a training script: it is run once per seed with
+`--seed S --env ENV --output-json PATH`, and the JSON it writes is stored as is.
+
+`python benchmarks/report.py` turns the result files into benchmarks/README.md and plots.
+Only the standard library is needed here (torch is imported only to resolve `--device auto`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import functools
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TABULAR_ALGO = "soft_policy_iteration_tabular"
+
+# Presets. Each entry runs `algo` on `env_id` for seeds 1..seeds. `total_timesteps` None means the
+# script's default; `extra` goes after the standard flags. Budgets of the quick suite are sized so
+# the whole suite takes about an hour on a 2-core CPU (`--jobs 2`) at the speeds measured when it was
+# written (sac_continuous ~50 env steps/s on one busy core, soft_q_learning CartPole ~340); raise
+# `seeds` when time allows. `--dry-run` lists the commands.
+SUITES: dict[str, list[dict]] = {
+    "quick": [
+        {"algo": TABULAR_ALGO, "env_id": "FrozenLake8x8-v1", "seeds": 3, "total_timesteps": None, "extra": []},
+        {"algo": TABULAR_ALGO, "env_id": "random", "seeds": 3, "total_timesteps": None, "extra": []},
+        {"algo": "sac_continuous", "env_id": "Pendulum-v1", "seeds": 2, "total_timesteps": 10_000, "extra": ["--variant", "v2"]},
+        {"algo": "sac_continuous", "env_id": "Pendulum-v1", "seeds": 2, "total_timesteps": 10_000, "extra": ["--variant", "v1"]},
+        {"algo": "sac_continuous", "env_id": "InvertedPendulum-v5", "seeds": 2, "total_timesteps": 15_000, "extra": ["--variant", "v2"]},
+        {"algo": "sac_continuous", "env_id": "InvertedPendulum-v5", "seeds": 2, "total_timesteps": 15_000, "extra": ["--variant", "v1"]},
+        {"algo": "sac_discrete", "env_id": "CartPole-v1", "seeds": 3, "total_timesteps": 40_000, "extra": []},
+        {"algo": "soft_q_learning", "env_id": "MultiGoal", "seeds": 2, "total_timesteps": 20_000, "extra": []},
+        {"algo": "soft_q_learning", "env_id": "CartPole-v1", "seeds": 3, "total_timesteps": 60_000, "extra": []},
+    ],
+    # Settings of the papers: 1M steps on MuJoCo (Haarnoja et al. 2018a/b); Pong for discrete SAC
+    # (Christodoulou 2019 stopped at 100k steps, where nothing is learned yet; 5M as CleanRL sac_atari.py).
+    # Days on a CPU; meant for a GPU machine, `--jobs` on many cores, or the W&B sweeps in sweeps/.
+    "mujoco": [
+        *[
+            {"algo": "sac_continuous", "env_id": env_id, "seeds": 5, "total_timesteps": 1_000_000, "extra": ["--variant", variant]}
+            for variant in ("v2", "v1")
+            for env_id in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5")
+        ],
+        {"algo": "sac_discrete", "env_id": "ALE/Pong-v5", "seeds": 3, "total_timesteps": 5_000_000, "extra": []},
+    ],
+}
+
+STDERR_TAIL_LINES = 30
+RUNNING: set[subprocess.Popen] = set()  # seeds running now, stopped with SIGTERM when the runner gets one
+RUNNING_LOCK = threading.Lock()
+VERSIONED_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "tyro", "ale-py")
+
+
+# ----------------------------------------------------------------------------- naming
+def flag_value(flags: list[str], name: str) -> str | None:
+    """Value of `--name X` or `--name=X` in a flag list (the last one wins, as in tyro)."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(name + "="):
+            value = flag.split("=", 1)[1]
+    return value
+
+
+def result_stem(algo: str, env_id: str, extra: list[str], tag: str | None = None) -> str:
+    """`{algo}[-{tag or variant}]__{env}` with "/" in the env id replaced by "-"."""
+    suffix = tag if tag is not None else flag_value(extra, "--variant")
+    name = f"{algo}-{suffix}" if suffix else algo
+    return f"{name}__{env_id.replace('/', '-')}"
+
+
+# ----------------------------------------------------------------------------- environment facts
+def git_info(script: Path) -> dict:
+    """Commit of the repository holding the script; dirty when a tracked file or the script itself differs from it."""
+    directory = script.parent
+
+    def git(*arguments: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "--no-optional-locks", "-C", str(directory), *arguments],
+                capture_output=True, text=True, timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    tracked = git("status", "--porcelain", "--untracked-files=no")
+    this_script = git("status", "--porcelain", "--untracked-files=all", "--", script.name)  # e.g. not committed yet
+    if tracked is None or this_script is None:
+        return {"commit": commit, "dirty": None}
+    return {"commit": commit, "dirty": bool(tracked or this_script)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        with open("/proc/meminfo") as meminfo:
+            memory_gb = round(int(meminfo.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        memory_gb = None
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_count_usable": usable,
+        "memory_gb": memory_gb,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+
+
+@functools.cache
+def package_versions(python: str) -> dict:
+    """Versions as seen by the interpreter that runs the scripts."""
+    versions = {}
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        versions["python"] = platform.python_version()
+        for package in VERSIONED_PACKAGES:
+            try:
+                versions[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                versions[package] = None
+        return versions
+    probe = (
+        "import importlib.metadata as m, json, platform\n"
+        "v = {'python': platform.python_version()}\n"
+        f"for p in {VERSIONED_PACKAGES!r}:\n"
+        "    try: v[p] = m.version(p)\n"
+        "    except m.PackageNotFoundError: v[p] = None\n"
+        "print(json.dumps(v))\n"
+    )
+    try:
+        return json.loads(subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60).stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+
+
+@functools.cache
+def resolve_device(requested: str, python: str) -> dict:
+    """`auto` becomes cuda when the scripts' torch sees a GPU, as the scripts themselves decide."""
+    info = {"requested": requested, "device": requested, "gpu": None}
+    if requested in ("auto", "cuda"):
+        probe = (
+            "import torch, json\n"
+            "ok = torch.cuda.is_available()\n"
+            "print(json.dumps([ok, torch.cuda.get_device_name(0) if ok else None]))\n"
+        )
+        try:
+            available, name = json.loads(
+                subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+            )
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            available, name = False, None
+        info["device"] = "cuda" if (requested == "cuda" or available) else "cpu"
+        info["gpu"] = name
+    return info
+
+
+# ----------------------------------------------------------------------------- one seed
+def read_jsonl(path: Path) -> list[dict]:
+    """Metric events; a line cut short by a killed run is skipped."""
+    events = []
+    if not path.exists():
+        return events
+    with open(path) as file:
+        for line in file:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+def finite_or_none(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value if math.isfinite(value) else None
+    return None
+
+
+def build_command(python: str, script: Path, algo: str, env_id: str, seed: int,
+                  total_timesteps: int | None, extra: list[str], seed_dir: Path) -> list[str]:
+    if algo == TABULAR_ALGO:
+        # Not a training script: no output dir, no steps budget; it writes one JSON.
+        return [python, str(script), "--seed", str(seed), "--env", env_id,
+                "--output-json", str(seed_dir / "result.json"), *extra]
+    command = [python, str(script), "--seed", str(seed), "--env-id", env_id, "--output-dir", str(seed_dir)]
+    if total_timesteps is not None:
+        command += ["--total-timesteps", str(total_timesteps)]
+    return command + extra
+
+
+def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict,
+             timeout: float | None) -> dict:
+    """Run one seed to completion and collect what it left behind."""
+    if seed_dir.exists():
+        shutil.rmtree(seed_dir)  # a stale run must never be read as this one
+    seed_dir.mkdir(parents=True)
+    record: dict = {"seed": seed, "command": command, "command_line": shlex.join(command), "work_dir": str(seed_dir)}
+    start = time.perf_counter()
+    with open(seed_dir / "stdout.log", "w") as stdout, open(seed_dir / "stderr.log", "w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=seed_dir)
+        with RUNNING_LOCK:
+            RUNNING.add(process)
+        try:
+            exit_code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # scripts save a checkpoint and summary on SIGTERM
+            try:
+                exit_code = process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                exit_code = process.wait()
+            record["timed_out"] = True
+        finally:
+            with RUNNING_LOCK:
+                RUNNING.discard(process)
+    record["wall_time_s"] = round(time.perf_counter() - start, 3)
+    record["exit_code"] = exit_code
+    stderr_lines = (seed_dir / "stderr.log").read_text(errors="replace").splitlines()
+    record["stderr_tail"] = "\n".join(stderr_lines[-STDERR_TAIL_LINES:])
+
+    if algo == TABULAR_ALGO:
+        output_path = seed_dir / "result.json"
+        try:
+            record["output"] = json.loads(output_path.read_text())
+        except (OSError, ValueError) as error:
+            record["output"] = None
+            if exit_code == 0:
+                record["error"] = f"no readable {output_path.name}: {error}"
+        record["status"] = "ok" if exit_code == 0 and record["output"] is not None else "failed"
+        return record
+
+    summaries = sorted(seed_dir.glob("*/summary.json"))
+    summary = None
+    if summaries:
+        record["run_dir"] = str(summaries[-1].parent)
+        try:
+            summary = json.loads(summaries[-1].read_text())
+        except ValueError as error:
+            record["error"] = f"unreadable summary.json: {error}"
+    elif exit_code == 0:
+        record["error"] = "the script exited 0 but wrote no summary.json"
+    run_dirs = [path.parent for path in seed_dir.glob("*/metrics.jsonl")]
+    if "run_dir" not in record and run_dirs:
+        record["run_dir"] = str(run_dirs[0])
+    events = read_jsonl(Path(record["run_dir"]) / "metrics.jsonl") if "run_dir" in record else []
+    evaluations = [e for e in events if "eval/return_mean" in e and "global_step" in e]
+    # One point per step: a final evaluation logged again at the last step keeps its latest value.
+    evaluations = list({e["global_step"]: e for e in evaluations}.values())
+    record["eval_curve"] = [[e["global_step"], e["eval/return_mean"]] for e in evaluations]
+    record["eval_curve_std"] = [[e["global_step"], e.get("eval/return_std")] for e in evaluations]
+    record["summary"] = summary
+    summary = summary or {}
+    record["final_eval_return_mean"] = finite_or_none(summary.get("eval_return_mean"))
+    record["final_eval_return_std"] = finite_or_none(summary.get("eval_return_std"))
+    record["train_sps"] = finite_or_none(summary.get("train_sps"))
+    record["global_step"] = summary.get("global_step")
+    record["episodes"] = summary.get("episodes")
+    record["script_wall_time_s"] = summary.get("wall_time_s")
+    if record["final_eval_return_mean"] is None and evaluations:
+        record["final_eval_return_mean"] = finite_or_none(evaluations[-1]["eval/return_mean"])
+    record["status"] = "ok" if exit_code == 0 and summary else "failed"
+    return record
+
+
+def seed_line(record: dict, algo: str) -> str:
+    head = f"  seed {record['seed']:>3}  "
+    if record["status"] != "ok":
+        last = record.get("error") or (record["stderr_tail"].splitlines() or [""])[-1]
+        return f"{head}FAILED exit {record['exit_code']}  time {record['wall_time_s']:.1f} s  {last[:200]}"
+    if algo == TABULAR_ALGO:
+        output = record["output"]
+        verdicts = output.get("verdicts") if isinstance(output, dict) else None
+        if isinstance(verdicts, dict):
+            passed = sum(1 for value in verdicts.values() if value is True)
+            text = f"verdicts {passed}/{len(verdicts)} true"
+        else:
+            text = "output recorded"
+        return f"{head}ok  {text}  time {record['wall_time_s']:.1f} s"
+    final = record["final_eval_return_mean"]
+    sps = record["train_sps"]
+    final_text = f"{final:.2f}" if final is not None else "n/a"
+    sps_text = f"{sps:.0f}" if sps is not None else "n/a"
+    return f"{head}ok  final return {final_text}  SPS {sps_text}  time {record['wall_time_s']:.1f} s"
+
+
+# ----------------------------------------------------------------------------- one benchmark
+def aggregate(records: list[dict]) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+
+    def stats(key: str) -> dict | None:
+        values = [r[key] for r in ok if r.get(key) is not None]
+        if not values:
+            return None
+        return {
+            "mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+            "n": len(values),
+        }
+
+    return {
+        "seeds_ok": len(ok),
+        "seeds_failed": len(records) - len(ok),
+        "final_eval_return": stats("final_eval_return_mean"),
+        "train_sps": stats("train_sps"),
+        "wall_time_s": stats("wall_time_s"),
+    }
+
+
+def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Event) -> bool:
+    """Run every seed of one (algo, env, flags) and write its result file. True when all seeds pass."""
+    algo, env_id, seeds, extra = entry["algo"], entry["env_id"], entry["seeds"], entry["extra"]
+    total_timesteps = entry.get("total_timesteps")
+    stem = result_stem(algo, env_id, extra, entry.get("tag"))
+    script = Path(options.script_dir).resolve() / f"{algo}.py"
+    work_dir = Path(options.work_dir).resolve() / stem
+    commands = {
+        seed: build_command(options.python, script, algo, env_id, seed, total_timesteps, extra, work_dir / f"seed{seed}")
+        for seed in seeds
+    }
+    print(f"== {stem}: {algo}.py on {env_id}, seeds {' '.join(map(str, seeds))}"
+          + (f", {total_timesteps} steps" if total_timesteps is not None else ""), flush=True)
+    if options.dry_run:
+        for command in commands.values():
+            print("  " + shlex.join(command))
+        return True
+    if not script.exists():
+        print(f"  error: {script} does not exist (--algo names a script in --script-dir {options.script_dir})",
+              file=sys.stderr)
+        return False
+
+    env = dict(os.environ)
+    if options.jobs > 1 and "OMP_NUM_THREADS" not in env:
+        # Parallel seeds would otherwise each grab every core and slow one another down.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // options.jobs))
+    device = flag_value(extra, "--device") or "auto"
+    started = datetime.datetime.now(datetime.timezone.utc)
+    wall_start = time.perf_counter()
+    records: dict[int, dict] = {}
+
+    def job(seed: int) -> dict | None:
+        if stop.is_set():
+            return None
+        return run_seed(commands[seed], seed, work_dir / f"seed{seed}", algo, env, options.timeout)
+
+    interrupted = False
+    with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        futures = {pool.submit(job, seed): seed for seed in seeds}
+        pending = set(futures)
+        while pending:
+            try:
+                done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                # The scripts got the same SIGINT and are saving; start no new seed, wait for the rest.
+                interrupted = True
+                stop.set()
+                print("  interrupted: waiting for running seeds to save, then writing partial results",
+                      file=sys.stderr, flush=True)
+                continue
+            for future in done:
+                record = future.result()
+                if record is not None:
+                    records[record["seed"]] = record
+                    print(seed_line(record, algo), flush=True)
+
+    ordered = [records[seed] for seed in seeds if seed in records]
+    kind = "tabular" if algo == TABULAR_ALGO else "training"
+    result = {
+        "schema_version": 1,
+        "stem": stem,
+        "kind": kind,
+        "algo": algo,
+        "script": f"{algo}.py",
+        "env_id": env_id,
+        "variant": flag_value(extra, "--variant"),
+        "tag": entry.get("tag"),
+        "total_timesteps": total_timesteps if total_timesteps is not None else (ordered[0].get("global_step") if ordered else None),
+        "total_timesteps_requested": total_timesteps,
+        "extra_args": extra,
+        "seeds_requested": list(seeds),
+        "seeds": ordered,
+        "aggregate": aggregate(ordered),
+        "interrupted": interrupted,
+        "jobs": options.jobs,
+        "omp_num_threads": env.get("OMP_NUM_THREADS"),
+        "runner_command": shlex.join([sys.executable, *sys.argv]),
+        "date": started.isoformat(timespec="seconds"),
+        "runner_wall_time_s": round(time.perf_counter() - wall_start, 3),
+        "git": git_info(script),
+        "versions": dict(package_versions(options.python)),
+        "machine": machine_info(),
+        "device": dict(resolve_device(device, options.python)) if kind == "training" else {"requested": None, "device": "cpu", "gpu": None},
+    }
+    results_dir = Path(options.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{stem}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(temporary, path)
+    summary = result["aggregate"]
+    text = f"  -> {path}  ({summary['seeds_ok']}/{len(seeds)} seeds ok"
+    if summary["final_eval_return"]:
+        text += f", final return {summary['final_eval_return']['mean']:.2f} ± {summary['final_eval_return']['std']:.2f}"
+    print(text + ")", flush=True)
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary["seeds_failed"] == 0
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if "--" in argv:
+        split = argv.index("--")
+        argv, extra = argv[:split], argv[split + 1:]
+    else:
+        extra = []
+    parser = argparse.ArgumentParser(
+        description="Run a training script over seeds and write benchmarks/results/{algo}__{env}.json.",
+        epilog="Flags after `--` go to the script unchanged, e.g. `-- --variant v1 --batch-size 128`.",
+    )
+    parser.add_argument("--algo", help="script stem in --script-dir, e.g. sac_continuous; with --suite, a filter")
+    parser.add_argument("--env-id", help="environment id (tabular script: its --env value); with --suite, a filter")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default 1 2 3; with --suite each entry's count)")
+    parser.add_argument("--total-timesteps", type=int, help="steps per seed (default: the script's; with --suite overrides)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time (default 1: timings stay clean)")
+    parser.add_argument("--suite", choices=sorted(SUITES), help="run a preset list of benchmarks (see SUITES in run.py)")
+    parser.add_argument("--tag", help="file name suffix instead of the variant: results/{algo}-{tag}__{env}.json")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    parser.add_argument("--timeout", type=float, help="seconds before a seed is stopped with SIGTERM (default none)")
+    parser.add_argument("--script-dir", default=str(REPO_ROOT), help="folder holding the scripts (default: repo root)")
+    parser.add_argument("--results-dir", default=str(REPO_ROOT / "benchmarks" / "results"), help="where result JSON files go")
+    parser.add_argument("--work-dir", help="where the runs' output dirs go (default: a fresh folder in $TMPDIR/benchmarks)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the scripts (default: this one)")
+    options = parser.parse_args(argv)
+    options.extra = extra
+    if options.suite is None and (options.algo is None or options.env_id is None):
+        parser.error("give --algo and --env-id, or --suite")
+    if options.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if options.seeds is not None and len(set(options.seeds)) != len(options.seeds):
+        parser.error("--seeds has duplicates")
+    if options.work_dir is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        options.work_dir = str(Path(tempfile.gettempdir()) / "benchmarks" / f"{stamp}-{os.getpid()}")
+    return options
+
+
+def entries_from(options: argparse.Namespace) -> list[dict]:
+    if options.suite is None:
+        return [{
+            "algo": options.algo,
+            "env_id": options.env_id,
+            "seeds": options.seeds or [1, 2, 3],
+            "total_timesteps": options.total_timesteps,
+            "extra": options.extra,
+            "tag": options.tag,
+        }]
+    entries = []
+    for preset in SUITES[options.suite]:
+        if options.algo not in (None, preset["algo"]) or options.env_id not in (None, preset["env_id"]):
+            continue
+        entry = dict(preset)
+        entry["seeds"] = options.seeds or list(range(1, preset["seeds"] + 1))
+        if options.total_timesteps is not None:
+            entry["total_timesteps"] = options.total_timesteps
+        entry["extra"] = [*preset["extra"], *options.extra]
+        entry["tag"] = options.tag
+        entries.append(entry)
+    return entries
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    entries = entries_from(options)
+    if not entries:
+        print(f"nothing in suite {options.suite!r} matches --algo {options.algo} --env-id {options.env_id}", file=sys.stderr)
+        return 2
+    if not options.dry_run:
+        print(f"work dir: {options.work_dir}", flush=True)
+    stop = threading.Event()
+    all_ok = True
+
+    def forward_sigterm(signum, frame):
+        # Ctrl-C reaches the scripts by itself (same process group); SIGTERM sent to the runner does not.
+        with RUNNING_LOCK:
+            for process in RUNNING:
+                process.terminate()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, forward_sigterm)
+    try:
+        for entry in entries:
+            all_ok &= run_benchmark(entry, options, stop)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

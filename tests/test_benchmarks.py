@@ -1,0 +1,323 @@
+"""The benchmark tooling: run.py records what the scripts did, report.py shows it, the sweeps match the scripts.
+
+run.py and report.py are exercised end to end on fake training scripts written into tmp_path that follow the
+shared interface (metrics.jsonl with eval events, summary.json), so these tests take seconds and do not depend
+on the real scripts. The sweep tests read each real script's --help and skip when the script does not exist.
+"""
+
+import functools
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+REPORT = ROOT / "benchmarks" / "report.py"
+SWEEPS = sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml"))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_module = load(RUN)
+report_module = load(REPORT)
+
+# A training script reduced to the interface: eval return = step / 10 + seed at 6 evenly spaced steps,
+# summary.json at the end; `--fail-seed S` makes seed S die with exit status 3 and a message on stderr.
+FAKE_TRAINING_SCRIPT = textwrap.dedent(
+    """
+    import argparse, json, os, sys, time
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--env-id", default="Pendulum-v1")
+    parser.add_argument("--total-timesteps", type=int, default=1000)
+    parser.add_argument("--output-dir", default="runs")
+    parser.add_argument("--variant", default="v2")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--fail-seed", type=int, default=-1)
+    args = parser.parse_args()
+    if args.seed == args.fail_seed:
+        print("step 40: losses/qf_loss is nan", file=sys.stderr)
+        sys.exit(3)
+    run_dir = os.path.join(args.output_dir, f"{args.env_id.replace('/', '-')}__fake__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as metrics:
+        for i in range(6):
+            step = i * args.total_timesteps // 5
+            metrics.write(json.dumps({"global_step": step, "wall_time": 0.01 * i, "charts/SPS": 100.0}) + "\\n")
+            metrics.write(json.dumps({"global_step": step, "wall_time": 0.01 * i,
+                                      "eval/return_mean": step / 10 + args.seed, "eval/return_std": 0.5}) + "\\n")
+    summary = {"global_step": args.total_timesteps, "train_sps": 1000.0 + args.seed,
+               "eval_return_mean": args.total_timesteps / 10 + args.seed, "eval_return_std": 0.5,
+               "episodes": 7, "wall_time_s": 0.05, "run_dir": run_dir}
+    with open(os.path.join(run_dir, "summary.json"), "w") as file:
+        json.dump(summary, file)
+    """
+)
+
+FAKE_TABULAR_SCRIPT = textwrap.dedent(
+    """
+    import argparse, json
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--env")
+    parser.add_argument("--output-json")
+    args = parser.parse_args()
+    verdicts = {"lemma1_contraction": True, "lemma2_monotone_improvement": args.seed != 2}
+    with open(args.output_json, "w") as file:
+        json.dump({"env": args.env, "seed": args.seed, "verdicts": verdicts, "iterations": 4 + args.seed}, file)
+    """
+)
+
+
+def run_tool(script: Path, *arguments, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *map(str, arguments)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    """One runner invocation shared by the tests below: 3 seeds, 2 at a time, seed 2 fails."""
+    base = tmp_path_factory.mktemp("bench")
+    scripts = base / "scripts"
+    scripts.mkdir()
+    # Named after a real script so report.py finds its reference value (SAC on Pendulum).
+    (scripts / "sac_continuous.py").write_text(FAKE_TRAINING_SCRIPT)
+    (scripts / "soft_policy_iteration_tabular.py").write_text(FAKE_TABULAR_SCRIPT)
+    results = base / "results"
+    done = run_tool(RUN, "--algo", "sac_continuous", "--env-id", "Pendulum-v1", "--seeds", 1, 2, 3,
+                    "--total-timesteps", 500, "--jobs", 2, "--script-dir", scripts, "--results-dir", results,
+                    "--work-dir", base / "work", "--", "--variant", "v1", "--device", "cpu", "--fail-seed", 2)
+    tabular = run_tool(RUN, "--algo", "soft_policy_iteration_tabular", "--env-id", "FrozenLake8x8-v1",
+                       "--seeds", 1, 2, "--script-dir", scripts, "--results-dir", results, "--work-dir", base / "work")
+    return {"base": base, "scripts": scripts, "results": results, "done": done, "tabular": tabular}
+
+
+def test_runner_records_every_seed_with_curves_speed_and_provenance(benchmark_run):
+    done = benchmark_run["done"]
+    assert done.returncode == 1, done.stderr  # one seed failed: the run as a whole is not a success
+    path = benchmark_run["results"] / "sac_continuous-v1__Pendulum-v1.json"
+    result = json.loads(path.read_text())
+    assert [s["seed"] for s in result["seeds"]] == [1, 2, 3]
+    assert result["algo"] == "sac_continuous" and result["env_id"] == "Pendulum-v1" and result["variant"] == "v1"
+    assert result["total_timesteps"] == 500 and result["kind"] == "training"
+
+    for seed in (1, 3):
+        record = result["seeds"][seed - 1]
+        assert record["status"] == "ok" and record["exit_code"] == 0
+        # The curve is exactly the eval events of metrics.jsonl, in order; other events are ignored.
+        assert record["eval_curve"] == [[i * 100, i * 100 / 10 + seed] for i in range(6)]
+        assert record["final_eval_return_mean"] == 50.0 + seed
+        assert record["train_sps"] == 1000.0 + seed
+        assert record["wall_time_s"] > 0 and record["script_wall_time_s"] == 0.05
+        command = record["command"]
+        assert command[1].endswith("sac_continuous.py")
+        assert run_module.flag_value(command, "--seed") == str(seed)
+        assert run_module.flag_value(command, "--env-id") == "Pendulum-v1"
+        assert run_module.flag_value(command, "--total-timesteps") == "500"
+        assert run_module.flag_value(command, "--variant") == "v1"
+        assert Path(run_module.flag_value(command, "--output-dir")).name == f"seed{seed}"
+        assert f"--seed {seed}" in record["command_line"]
+
+    failed = result["seeds"][1]
+    assert failed["status"] == "failed" and failed["exit_code"] == 3
+    assert "losses/qf_loss is nan" in failed["stderr_tail"]
+    assert failed["final_eval_return_mean"] is None
+
+    aggregate = result["aggregate"]
+    assert aggregate["seeds_ok"] == 2 and aggregate["seeds_failed"] == 1
+    assert aggregate["final_eval_return"]["mean"] == pytest.approx(52.0)
+    assert aggregate["final_eval_return"]["std"] == pytest.approx(1.0)  # population std of 51 and 53
+    assert aggregate["train_sps"]["mean"] == pytest.approx(1002.0)
+
+    assert set(result["versions"]) >= {"python", "torch", "gymnasium", "mujoco", "numpy"}
+    assert result["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert result["machine"]["cpu"] and result["machine"]["cpu_count"] >= 1
+    assert result["device"]["device"] == "cpu"
+    assert set(result["git"]) == {"commit", "dirty"}
+    assert re.match(r"\d{4}-\d\d-\d\dT", result["date"])
+    assert "--fail-seed 2" in result["runner_command"]
+
+    # One line per seed on stdout, with return, speed and time for the ones that worked.
+    lines = [line for line in done.stdout.splitlines() if re.match(r"\s+seed\s+\d", line)]
+    assert len(lines) == 3
+    assert any("seed   1  ok  final return 51.00  SPS 1001" in line for line in lines)
+    assert any("FAILED exit 3" in line and "qf_loss is nan" in line for line in lines)
+
+
+def test_runner_stores_the_tabular_script_json_per_seed(benchmark_run):
+    assert benchmark_run["tabular"].returncode == 0, benchmark_run["tabular"].stderr
+    result = json.loads((benchmark_run["results"] / "soft_policy_iteration_tabular__FrozenLake8x8-v1.json").read_text())
+    assert result["kind"] == "tabular"
+    for record, seed in zip(result["seeds"], (1, 2)):
+        assert record["status"] == "ok"
+        assert record["output"] == {"env": "FrozenLake8x8-v1", "seed": seed, "iterations": 4 + seed,
+                                    "verdicts": {"lemma1_contraction": True, "lemma2_monotone_improvement": seed != 2}}
+        assert run_module.flag_value(record["command"], "--env") == "FrozenLake8x8-v1"
+        assert "--total-timesteps" not in record["command"] and "--env-id" not in record["command"]
+
+
+def test_report_writes_tables_plots_and_summary(benchmark_run):
+    base = benchmark_run["base"]
+    readme, plots, summary = base / "out" / "README.md", base / "out" / "plots", base / "out" / "summary_table.md"
+    done = run_tool(REPORT, "--results-dir", benchmark_run["results"], "--readme", readme, "--plots-dir", plots,
+                    "--summary", summary)
+    assert done.returncode == 0, done.stderr
+
+    png = plots / "sac_continuous-v1__Pendulum-v1.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    import matplotlib.image
+
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert not (plots / "soft_policy_iteration_tabular__FrozenLake8x8-v1.png").exists()  # no curve, no plot
+
+    text = readme.read_text()
+    training_rows = [line for line in text.splitlines() if line.startswith("| Pendulum-v1")]
+    assert len(training_rows) == 1
+    row = training_rows[0]
+    assert "| v1 | 2/3 | 500 | 52.0 ± 1.0 | 1,002 ± 1 |" in row
+    assert "rl-zoo" in row and "-157" in row  # the reference value and its source
+    assert "(plots/sac_continuous-v1__Pendulum-v1.png)" in text
+    tabular_rows = [line for line in text.splitlines() if line.startswith("| FrozenLake8x8-v1")]
+    assert len(tabular_rows) == 1
+    assert "lemma1_contraction 2/2" in tabular_rows[0] and "lemma2_monotone_improvement 1/2" in tabular_rows[0]
+    assert "## Failed seeds" in text and "qf_loss is nan" in text
+    assert "AMD" in text or "Intel" in text or "cores" in text  # the machine section
+
+    summary_rows = [line for line in summary.read_text().splitlines() if line.startswith("| `")]
+    assert len(summary_rows) == 2  # one row per result file
+
+
+def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
+    done = run_tool(RUN, "--suite", "quick", "--dry-run", "--results-dir", tmp_path / "results")
+    assert done.returncode == 0, done.stderr
+    commands = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
+    expected = sum(entry["seeds"] for entry in run_module.SUITES["quick"])
+    assert len(commands) == expected
+    scripts = {Path(command.split()[1]).stem for command in commands}
+    assert scripts == {"soft_policy_iteration_tabular", "sac_continuous", "sac_discrete", "soft_q_learning"}
+    assert not (tmp_path / "results").exists()
+
+
+def test_suite_filters_and_overrides(tmp_path):
+    done = run_tool(RUN, "--suite", "mujoco", "--algo", "sac_continuous", "--env-id", "Hopper-v5", "--seeds", 7,
+                    "--total-timesteps", 1234, "--dry-run", "--", "--batch-size", 64)
+    assert done.returncode == 0, done.stderr
+    commands = [line.split() for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert len(commands) == 2  # v2 and v1
+    for command in commands:
+        assert run_module.flag_value(command, "--seed") == "7"
+        assert run_module.flag_value(command, "--total-timesteps") == "1234"
+        assert run_module.flag_value(command, "--batch-size") == "64"
+    assert {run_module.flag_value(c, "--variant") for c in commands} == {"v1", "v2"}
+
+
+def test_missing_script_is_reported_not_crashed(tmp_path):
+    done = run_tool(RUN, "--algo", "no_such_script", "--env-id", "CartPole-v1", "--script-dir", tmp_path,
+                    "--results-dir", tmp_path / "results")
+    assert done.returncode == 1
+    assert "no_such_script.py does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_result_names():
+    stem = run_module.result_stem
+    assert stem("sac_discrete", "ALE/Pong-v5", []) == "sac_discrete__ALE-Pong-v5"
+    assert stem("sac_continuous", "Hopper-v5", ["--variant", "v1"]) == "sac_continuous-v1__Hopper-v5"
+    assert stem("sac_continuous", "Hopper-v5", ["--variant=v1"]) == "sac_continuous-v1__Hopper-v5"
+    assert stem("sac_continuous", "Hopper-v5", ["--variant", "v1"], tag="lr3e-4") == "sac_continuous-lr3e-4__Hopper-v5"
+
+
+def test_curve_band_is_mean_min_max_over_seeds_on_a_common_grid():
+    result = {"seeds": [
+        {"eval_curve": [[0, 0.0], [100, 10.0], [200, 20.0]]},
+        {"eval_curve": [[0, 2.0], [200, 40.0]]},  # evaluated less often: interpolated at step 100
+        {"eval_curve": []},  # a failed seed contributes nothing
+    ]}
+    grid, mean, low, high, count = report_module.curve_band(result)
+    assert count == 2
+    assert grid.tolist() == [0, 100, 200]
+    assert mean.tolist() == pytest.approx([1.0, 15.5, 30.0])
+    assert low.tolist() == pytest.approx([0.0, 10.0, 20.0])
+    assert high.tolist() == pytest.approx([2.0, 21.0, 40.0])
+
+
+@functools.cache
+def help_flags(script: Path) -> frozenset[str]:
+    """Every --flag in the script's --help (once per script: starting torch takes seconds)."""
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    return frozenset(re.findall(r"--[a-z0-9][a-z0-9-]*", done.stdout))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=[path.stem for path in SWEEPS])
+def test_sweep_parameters_are_flags_of_the_script(sweep):
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load(sweep.read_text())
+    assert config["metric"] == {"name": "eval/return_mean", "goal": "maximize"}
+    assert config["method"] in {"grid", "random", "bayes"}
+    command = config["command"]
+    assert command[:3] == ["${env}", "python", "${program}"] and "${args}" in command and "--track" in command
+    if sweep.stem.endswith("_seeds"):
+        assert config["method"] == "grid" and config["parameters"]["seed"]["values"] == [1, 2, 3, 4, 5]
+    for name, spec in config["parameters"].items():
+        values = spec.get("values", [spec.get("value")])
+        # tyro takes booleans as --flag / --no-flag, never --flag=True as wandb's ${args} would pass them.
+        assert not any(isinstance(value, bool) for value in values), name
+    script = ROOT / config["program"]
+    if not script.exists():
+        pytest.skip(f"{config['program']} does not exist yet")
+    flags = help_flags(script)
+    unknown = sorted(name for name in config["parameters"] if f"--{name}" not in flags)
+    assert not unknown, f"{sweep.name}: not flags of {script.name}: {unknown}"
+
+
+def test_sigterm_stops_the_running_seed_and_keeps_what_was_done(tmp_path):
+    """SIGTERM to the runner reaches the running script; no new seed starts; the partial file is written."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "slow_algo.py").write_text(textwrap.dedent(
+        """
+        import argparse, os, sys, time
+        parser = argparse.ArgumentParser()
+        for flag in ("--seed", "--env-id", "--output-dir", "--device"):
+            parser.add_argument(flag)
+        args = parser.parse_args()
+        os.makedirs(args.output_dir, exist_ok=True)
+        print("training", file=sys.stderr, flush=True)
+        open(os.path.join(args.output_dir, "started"), "w").close()
+        time.sleep(60)
+        """
+    ))
+    runner = subprocess.Popen(
+        [sys.executable, str(RUN), "--algo", "slow_algo", "--env-id", "X-v0", "--seeds", "1", "2",
+         "--script-dir", str(scripts), "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work"),
+         "--", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    started = tmp_path / "work" / "slow_algo__X-v0" / "seed1" / "started"
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    runner.terminate()
+    _, stderr = runner.communicate(timeout=30)
+    assert runner.returncode == 130, stderr
+    result = json.loads((tmp_path / "results" / "slow_algo__X-v0.json").read_text())
+    assert result["interrupted"] is True and result["seeds_requested"] == [1, 2]
+    assert [(s["seed"], s["status"], s["exit_code"]) for s in result["seeds"]] == [(1, "failed", -15)]
+    assert result["seeds"][0]["stderr_tail"] == "training"
