@@ -253,6 +253,11 @@ class Actor(nn.Module):
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """A sample a = tanh(mu + sigma * eps) for acting in the environment, without the log-probability it does not need."""
+        mean, log_std = self(obs)
+        return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The evaluation action tanh(mu), in [-1, 1] (NOTES.md pitfall 10)."""
         return torch.tanh(self(obs)[0])
@@ -363,7 +368,9 @@ class ReplayBuffer:
     """Preallocated tensors on the training device; adding and sampling are index arithmetic, no Python loops.
     Actions are stored in the policy's [-1, 1] space; `terminated` (never `truncated`) is stored for the mask."""
 
-    def __init__(self, capacity: int, obs_size: int, action_size: int, device: torch.device):
+    def __init__(self, capacity: int, num_envs: int, obs_size: int, action_size: int, device: torch.device):
+        # A multiple of num_envs, so the transitions of one step never wrap around the end: adding is one slice copy.
+        capacity = -(-capacity // num_envs) * num_envs
         self.capacity, self.position, self.size = capacity, 0, 0
         self.data = Batch(
             obs=torch.zeros(capacity, obs_size, device=device),
@@ -374,11 +381,11 @@ class ReplayBuffer:
         )
 
     def add(self, obs, actions, rewards, next_obs, terminated) -> None:
-        """Add a batch of transitions (one per environment)."""
-        index = (self.position + torch.arange(len(rewards))) % self.capacity
+        """Add one transition per environment."""
+        end = self.position + len(rewards)
         for store, value in zip(self.data, (obs, actions, rewards, next_obs, terminated)):
-            store[index] = torch.as_tensor(value, dtype=torch.float32).to(store.device, non_blocking=True)
-        self.position = (self.position + len(rewards)) % self.capacity
+            store[self.position : end] = torch.as_tensor(value)
+        self.position = end % self.capacity
         self.size = min(self.size + len(rewards), self.capacity)
 
     def sample(self, batch_size: int) -> Batch:
@@ -395,7 +402,8 @@ class ReplayBuffer:
 
 
 class Learner:
-    """The gradient steps of both variants. Called once per environment step; nothing here synchronises with the host."""
+    """The gradient steps of both variants, called once per environment step; nothing here synchronises with the host.
+    The losses are pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow."""
 
     def __init__(self, agent: Agent, args: Args):
         self.agent, self.args = agent, args
@@ -405,18 +413,21 @@ class Learner:
         self.alpha_optimizer = torch.optim.Adam([agent.log_alpha], lr=args.q_lr, **fused)
         if args.variant == "v1":
             self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=args.q_lr, **fused)
-        self.target_entropy = args.target_entropy
-        self.policy_params = list(agent.actor.parameters()) + (list(agent.value.parameters()) if args.variant == "v1" else [])
+        # The optimizers of the policy step, and the parameters its one backward pass computes gradients for.
+        self.policy_optimizers = [self.actor_optimizer] + ([self.value_optimizer] if args.variant == "v1" else [])
         if args.autotune:
-            self.policy_params.append(agent.log_alpha)
-        self.critic_step = torch.compile(self.critic_step) if args.compile else self.critic_step
-        self.policy_step = torch.compile(self.policy_step) if args.compile else self.policy_step
+            self.policy_optimizers.append(self.alpha_optimizer)
+        self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups for p in group["params"]]
+        if args.compile:
+            self.critic_losses = torch.compile(self.critic_losses)
+            self.policy_losses = torch.compile(self.policy_losses)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         names = ["q_optimizer", "actor_optimizer", "alpha_optimizer"] + (["value_optimizer"] if self.args.variant == "v1" else [])
         return {name: getattr(self, name) for name in names}
 
-    def critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def critic_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """J_Q towards the v2 target (twin target Q, next action from the current policy) or the v1 target (target V)."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         reward = args.reward_scale * batch.rewards
@@ -430,44 +441,43 @@ class Learner:
                 target = soft_q_target_v1(reward, batch.terminated, next_v, args.gamma)
         q = agent.critic(batch.obs, batch.actions)
         loss = critic_loss(q, target)
-        self.q_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.q_optimizer.step()
-        return {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
+        return loss, {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
 
-    def policy_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Actor (and V for v1, alpha with --autotune) from fresh actions and the just-updated critic (NOTES.md pitfall 14).
-        The losses share no parameters, so one backward pass restricted to their parameters serves them all; the
-        critic's own gradients are never computed here."""
+    def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Actor loss, plus the V loss (v1) and the temperature loss (--autotune), all from the same fresh actions and the
+        just-updated critic (NOTES.md pitfall 14). They share no parameters, so their sum has one backward pass."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         action, log_prob = agent.actor.sample(obs)
         q_new = agent.critic(obs, action)
         loss = actor_loss(log_prob, q_new, alpha)
-        metrics = {"losses/actor_loss": loss.detach(), "losses/entropy": -log_prob.detach().mean()}
+        metrics = {"losses/actor_loss": loss.detach(), "losses/entropy": -log_prob.detach().mean(), "losses/alpha": alpha}
         if args.variant == "v1":
             v_loss = value_loss(agent.value(obs).squeeze(-1), value_target(q_new, log_prob, alpha).detach())
             loss = loss + v_loss
             metrics["losses/value_loss"] = v_loss.detach()
         if args.autotune:
-            a_loss = temperature_loss(agent.log_alpha, log_prob, self.target_entropy)
+            a_loss = temperature_loss(agent.log_alpha, log_prob, args.target_entropy)
             loss = loss + a_loss
             metrics["losses/alpha_loss"] = a_loss.detach()
-        for optimizer in self.optimizers().values():
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.policy_params)
-        self.actor_optimizer.step()
-        if args.variant == "v1":
-            self.value_optimizer.step()
-        if args.autotune:
-            self.alpha_optimizer.step()
-        metrics["losses/alpha"] = agent.log_alpha.detach().exp()
-        return metrics
+        return loss, metrics
 
     def update(self, batch: Batch, gradient_step: int) -> dict[str, torch.Tensor]:
-        metrics = self.critic_step(batch)
+        loss, metrics = self.critic_losses(batch)
+        self.q_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.q_optimizer.step()
+
         if gradient_step % self.args.policy_frequency == 0:
-            metrics.update(self.policy_step(batch.obs))
+            loss, policy_metrics = self.policy_losses(batch.obs)
+            for optimizer in self.policy_optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            # Gradients only for the policy-step parameters: the critic's own gradients are never computed here.
+            loss.backward(inputs=self.policy_params)
+            for optimizer in self.policy_optimizers:
+                optimizer.step()
+            metrics.update(policy_metrics)
+
         if gradient_step % self.args.target_network_frequency == 0:
             if self.args.variant == "v2":
                 polyak_update(self.agent.critic_target, self.agent.critic, self.args.tau)
@@ -667,7 +677,7 @@ def train(args: Args) -> dict:
     action_size = int(np.prod(envs.single_action_space.shape))
     agent = Agent(args, obs_size, envs.single_action_space).to(device)
     learner = Learner(agent, args)
-    buffer = ReplayBuffer(min(args.buffer_size, args.total_timesteps + args.num_envs), obs_size, action_size, device)
+    buffer = ReplayBuffer(min(args.buffer_size, args.total_timesteps), args.num_envs, obs_size, action_size, device)
 
     global_step, gradient_step = 0, 0
     if checkpoint is not None:
@@ -712,8 +722,7 @@ def train(args: Args) -> dict:
                 actions = (env_actions - action_bias) / action_scale
             else:
                 with torch.no_grad():
-                    action, _ = agent.actor.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                actions = action.cpu().numpy()
+                    actions = agent.actor.explore(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
                 env_actions = actions * action_scale + action_bias
             next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
 

@@ -190,7 +190,7 @@ def test_v1_critic_bootstraps_from_the_target_value_network():
     batch = random_batch()
     with torch.no_grad():
         expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), batch.rewards + 0.99 * (1 - batch.terminated) * 7.0)
-    metrics = learner.critic_step(batch)
+    metrics = learner.critic_losses(batch)[1]
     torch.testing.assert_close(metrics["losses/qf_loss"], expected)
 
 
@@ -203,7 +203,7 @@ def test_v1_value_target_uses_fresh_policy_actions_not_buffer_actions():
         target = sac.value_target(agent.critic(batch.obs, action), log_prob, args.alpha)
         expected = sac.value_loss(agent.value(batch.obs).squeeze(-1), target)
     torch.manual_seed(123)
-    metrics = learner.policy_step(batch.obs)
+    metrics = learner.policy_losses(batch.obs)[1]
     torch.testing.assert_close(metrics["losses/value_loss"], expected)
 
 
@@ -220,19 +220,28 @@ def test_v2_critic_target_uses_the_target_networks_and_current_policy():
         y = batch.rewards + 0.99 * (1 - batch.terminated) * (3.0 - args.alpha * next_log_prob)
         expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), y)
     torch.manual_seed(5)
-    torch.testing.assert_close(learner.critic_step(batch)["losses/qf_loss"], expected)
+    torch.testing.assert_close(learner.critic_losses(batch)[1]["losses/qf_loss"], expected)
 
 
-def test_policy_step_leaves_the_critic_untouched_and_moves_alpha():
+def test_policy_backward_reaches_actor_and_alpha_but_never_the_critic():
     agent, learner, args = make_learner("v2")
-    critic_before = [p.detach().clone() for p in agent.critic.parameters()]
-    actor_before = [p.detach().clone() for p in agent.actor.parameters()]
-    alpha_before = agent.log_alpha.item()
-    learner.policy_step(random_batch().obs)
-    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    loss, _ = learner.policy_losses(random_batch().obs)
+    loss.backward(inputs=learner.policy_params)
     assert all(p.grad is None for p in agent.critic.parameters())
-    assert not all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
-    assert agent.log_alpha.item() != alpha_before
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
+    assert agent.log_alpha.grad is not None and agent.log_alpha.grad != 0
+
+
+def test_update_moves_critic_actor_and_alpha_and_polyak_moves_the_target():
+    agent, learner, args = make_learner("v2")
+    before = {name: p.detach().clone() for name, p in agent.named_parameters()}
+    target_before = [p.detach().clone() for p in agent.critic_target.parameters()]
+    learner.update(random_batch(), 1)
+    after = dict(agent.named_parameters())
+    for prefix in ("critic.", "actor.", "log_alpha"):
+        assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith(prefix)), prefix
+    for old, new, online in zip(target_before, agent.critic_target.parameters(), agent.critic.parameters()):
+        torch.testing.assert_close(new, 0.995 * old + 0.005 * online)
 
 
 def test_fixed_alpha_does_not_move_without_autotune():
