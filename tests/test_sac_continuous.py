@@ -244,6 +244,72 @@ def test_update_moves_critic_actor_and_alpha_and_polyak_moves_the_target():
         torch.testing.assert_close(new, 0.995 * old + 0.005 * online)
 
 
+def split_twin(twin: sac.TwinQ) -> list[nn.Sequential]:
+    """The two Q networks of an ensemble, as ordinary nn.Linear MLPs with the same weights."""
+    nets = []
+    for member in range(2):
+        layers = []
+        for ensemble in [*twin.hidden, twin.out]:
+            linear = nn.Linear(*ensemble.weight.shape[1:]).double()
+            linear.weight.data.copy_(ensemble.weight[member].T)
+            linear.bias.data.copy_(ensemble.bias[member, 0])
+            layers += [linear, nn.ReLU()]
+        nets.append(nn.Sequential(*layers[:-1]))
+    return nets
+
+
+def test_fast_update_equals_the_textbook_update():
+    # The straightforward SAC v2 step (two separate critics, one loss and one backward at a time, plain Adam) on copies
+    # of the same networks, with the same noise, must land on the same parameters as the fast update.
+    agent, learner, args = make_learner("v2")
+    agent.double()
+    learner = sac.Learner(agent, args)
+    actor = sac.Actor(3, 1, args.hidden_sizes, np.array([-2.0]), np.array([2.0]), -5.0, 2.0).double()
+    actor.load_state_dict(agent.actor.state_dict())
+    q1, q2 = split_twin(agent.critic)
+    q1_target, q2_target = split_twin(agent.critic_target)
+    log_alpha = torch.tensor(math.log(args.alpha), dtype=torch.float64, requires_grad=True)
+    q_optimizer = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=args.q_lr, foreach=False)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, foreach=False)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, foreach=False)
+    batch = sac.Batch(*(x.double() for x in random_batch()))
+    Q = lambda net, obs, action: net(torch.cat([obs, action], -1)).squeeze(-1)  # noqa: E731
+
+    torch.manual_seed(7)
+    learner.update(batch, 1)
+
+    torch.manual_seed(7)
+    alpha = log_alpha.exp().item()
+    with torch.no_grad():
+        next_action, next_log_prob = actor.sample(batch.next_obs)
+        next_q = torch.min(Q(q1_target, batch.next_obs, next_action), Q(q2_target, batch.next_obs, next_action))
+        y = batch.rewards + args.gamma * (1 - batch.terminated) * (next_q - alpha * next_log_prob)
+    q_loss = 0.5 * ((Q(q1, batch.obs, batch.actions) - y) ** 2).mean() + 0.5 * ((Q(q2, batch.obs, batch.actions) - y) ** 2).mean()
+    q_optimizer.zero_grad()
+    q_loss.backward()
+    q_optimizer.step()
+    action, log_prob = actor.sample(batch.obs)
+    pi_loss = (alpha * log_prob - torch.min(Q(q1, batch.obs, action), Q(q2, batch.obs, action))).mean()
+    actor_optimizer.zero_grad()
+    pi_loss.backward()
+    actor_optimizer.step()
+    alpha_loss = -(log_alpha * (log_prob.detach() + args.target_entropy)).mean()
+    alpha_optimizer.zero_grad()
+    alpha_loss.backward()
+    alpha_optimizer.step()
+    for net, target in [(q1, q1_target), (q2, q2_target)]:
+        for p, p_target in zip(net.parameters(), target.parameters()):
+            p_target.data.mul_(1 - args.tau).add_(args.tau * p.data)
+
+    for ours, textbook in [(agent.critic, (q1, q2)), (agent.critic_target, (q1_target, q2_target))]:
+        for ours_net, net in zip(split_twin(ours), textbook):
+            for a, b in zip(ours_net.parameters(), net.parameters()):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # Adam divides by |g|: float noise shows up at 1e-9
+    for a, b in zip(agent.actor.parameters(), actor.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # Adam divides by |g|: float noise shows up at 1e-9
+    torch.testing.assert_close(agent.log_alpha.detach(), log_alpha.detach())
+
+
 def test_fixed_alpha_does_not_move_without_autotune():
     agent, learner, args = make_learner("v2", autotune=False)
     learner.update(random_batch(), 1)
