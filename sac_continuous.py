@@ -516,16 +516,18 @@ def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, vide
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints, logging, run directory
 # ----------------------------------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, agent, learner, buffer, global_step, gradient_step, envs, obs, args) -> None:
+def save_checkpoint(path: Path, agent, learner, buffer, global_step, gradient_step, episodes, envs, obs, args) -> None:
     """Everything needed to resume exactly; written to a temporary file first, so a crash never destroys the last one."""
     state = {
         "script": SCRIPT,
         "args": asdict(args),
         "global_step": global_step,
         "gradient_step": gradient_step,
+        "episodes": episodes,
         "agent": agent.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in learner.optimizers().items()},
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         "envs": pickle_envs(envs),
         "obs": obs,
         "buffer": buffer.state_dict() if args.save_buffer else None,
@@ -548,7 +550,7 @@ def load_checkpoint(path: str, args: Args | None = None) -> dict:
         raise UsageError(f"checkpoint {path} was written by {found!r}, not {SCRIPT}.py")
     saved = state["args"]
     if args is not None:
-        for key in ("env_id", "variant", "hidden_sizes"):
+        for key in ("env_id", "variant", "hidden_sizes", "buffer_size", "num_envs"):
             if saved[key] != getattr(args, key) and not (key == "hidden_sizes" and tuple(saved[key]) == tuple(args.hidden_sizes)):
                 raise UsageError(f"checkpoint {path} has --{key.replace('_', '-')} {saved[key]}, this run has {getattr(args, key)}")
     return state
@@ -648,6 +650,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda when available, else cpu."""
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
 def boundary_crossed(before: int, after: int, every: int) -> bool:
     """True when a multiple of `every` lies in (before, after]: with N envs the step counter jumps by N."""
     return every > 0 and after // every > before // every
@@ -660,7 +667,7 @@ def train(args: Args) -> dict:
     validate(args)
     if args.track:
         check_wandb_credentials()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.resume, args) if args.resume else None
     if checkpoint is not None:
         run_dir = Path(args.resume).resolve().parent
@@ -677,17 +684,19 @@ def train(args: Args) -> dict:
     action_size = int(np.prod(envs.single_action_space.shape))
     agent = Agent(args, obs_size, envs.single_action_space).to(device)
     learner = Learner(agent, args)
-    buffer = ReplayBuffer(min(args.buffer_size, args.total_timesteps), args.num_envs, obs_size, action_size, device)
+    buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs_size, action_size, device)
 
-    global_step, gradient_step = 0, 0
+    global_step, gradient_step, episodes = 0, 0, 0
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         for name, optimizer in learner.optimizers().items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
-        global_step, gradient_step = checkpoint["global_step"], checkpoint["gradient_step"]
+        global_step, gradient_step, episodes = checkpoint["global_step"], checkpoint["gradient_step"], checkpoint["episodes"]
         random.setstate(checkpoint["rng"]["python"])
         np.random.set_state(checkpoint["rng"]["numpy"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         envs.close()
         envs = unpickle_envs(checkpoint["envs"])
         obs = checkpoint["obs"]
@@ -711,7 +720,7 @@ def train(args: Args) -> dict:
 
     previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    episodes, last_return, eval_returns, last_eval_step = 0, None, None, None
+    last_return, eval_returns, last_eval_step = None, None, None
     learning_start_time, learning_start_step = None, None
     metrics: dict[str, torch.Tensor] = {}
     healthy = True
@@ -742,7 +751,7 @@ def train(args: Args) -> dict:
                     last_return = float(infos["episode"]["r"][i])
                     logger.log(global_step, {"charts/episodic_return": last_return, "charts/episodic_length": int(infos["episode"]["l"][i])})
 
-            if global_step > args.learning_starts:
+            if global_step > args.learning_starts and buffer.size >= args.batch_size:
                 if learning_start_time is None:
                     learning_start_time, learning_start_step = time.time(), before
                 for _ in range(args.num_envs):  # one gradient step per environment step, as in the papers
@@ -763,7 +772,7 @@ def train(args: Args) -> dict:
                 eval_returns, last_eval_step = evaluate(agent, args, device, args.eval_episodes), global_step
                 logger.log(global_step, {"eval/return_mean": float(eval_returns.mean()), "eval/return_std": float(eval_returns.std())})
             if boundary_crossed(before, global_step, args.checkpoint_every):
-                save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, envs, obs, args)
+                save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, episodes, envs, obs, args)
     except NonFiniteLoss:
         healthy = False
         raise
@@ -771,7 +780,7 @@ def train(args: Args) -> dict:
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
         if healthy:  # also on an exception or Ctrl-C: nothing learned is lost
-            save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, envs, obs, args)
+            save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, episodes, envs, obs, args)
         envs.close()
         if not healthy:
             logger.close()
@@ -803,7 +812,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     state = load_checkpoint(args.eval_only)
     saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
     saved.eval_episodes, saved.seed, saved.capture_video = args.eval_episodes, args.seed, args.capture_video
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     env = make_env(saved.env_id)
     agent = Agent(saved, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
     env.close()
