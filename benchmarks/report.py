@@ -434,12 +434,29 @@ def build_summary(results: list[dict]) -> str:
             + table + "\n")
 
 
+MARKER_START, MARKER_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def embed_in_main_readme(readme: Path, table: str) -> None:
+    """Put the generated table between the markers of the main README, so its numbers are never typed by hand."""
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    if MARKER_START not in text or MARKER_END not in text:
+        return
+    head, rest = text.split(MARKER_START, 1)
+    _, tail = rest.split(MARKER_END, 1)
+    readme.write_text(f"{head}{MARKER_START}\n{table}{MARKER_END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write benchmarks/README.md, plots and summary_table.md from the result files.")
     parser.add_argument("--results-dir", default=str(BENCHMARKS_DIR / "results"))
     parser.add_argument("--readme", default=str(BENCHMARKS_DIR / "README.md"))
     parser.add_argument("--plots-dir", default=str(BENCHMARKS_DIR / "plots"))
     parser.add_argument("--summary", default=str(BENCHMARKS_DIR / "summary_table.md"))
+    parser.add_argument("--main-readme", default=str(BENCHMARKS_DIR.parent / "README.md"),
+                        help="the summary table replaces what stands between its benchmarks markers")
     options = parser.parse_args(argv)
 
     results = load_results(Path(options.results_dir))
@@ -455,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     readme.write_text(build_readme(results, plots, readme))
     summary = Path(options.summary)
     summary.write_text(build_summary(results))
+    embed_in_main_readme(Path(options.main_readme), summary.read_text())
     print(f"{len(results)} result files -> {readme}, {summary}, {len(plots)} plots in {options.plots_dir}")
     return 0
 

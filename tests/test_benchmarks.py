@@ -173,9 +173,13 @@ def test_runner_stores_the_tabular_script_json_per_seed(benchmark_run):
 def test_report_writes_tables_plots_and_summary(benchmark_run):
     base = benchmark_run["base"]
     readme, plots, summary = base / "out" / "README.md", base / "out" / "plots", base / "out" / "summary_table.md"
+    main_readme = base / "main_README.md"
+    main_readme.write_text("# Project\n<!-- benchmarks:start -->\nold numbers\n<!-- benchmarks:end -->\nafter\n")
     done = run_tool(REPORT, "--results-dir", benchmark_run["results"], "--readme", readme, "--plots-dir", plots,
-                    "--summary", summary)
+                    "--summary", summary, "--main-readme", main_readme)
     assert done.returncode == 0, done.stderr
+    embedded = main_readme.read_text()
+    assert "old numbers" not in embedded and summary.read_text() in embedded and embedded.endswith("after\n")
 
     png = plots / "sac_continuous-v1__Pendulum-v1.png"
     assert png.read_bytes()[:8] == PNG_MAGIC

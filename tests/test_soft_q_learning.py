@@ -1,0 +1,322 @@
+"""Tests of soft_q_learning.py: the soft values, the kernel and SVGD against closed forms, the multi-goal
+environment against its definition, and the command line as a user runs it."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import soft_q_learning as sql
+
+SCRIPT = Path(sql.__file__).resolve()
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "MPLBACKEND": "Agg"}
+
+
+# ---------------------------------------------------------------------------------------------------- soft values
+def test_discrete_soft_value_is_alpha_logsumexp_and_tends_to_max():
+    q = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]])
+    alpha = 0.5
+    by_hand = torch.tensor([alpha * math.log(sum(math.exp(v / alpha) for v in row)) for row in q.tolist()])
+    torch.testing.assert_close(sql.discrete_soft_value(q, alpha), by_hand)
+    # max Q <= V <= max Q + α log|A|, so V → max Q as α → 0
+    for alpha in (1.0, 0.1, 1e-3):
+        value = sql.discrete_soft_value(q, alpha)
+        assert torch.all(value >= q.max(-1).values - 1e-6)
+        assert torch.all(value <= q.max(-1).values + alpha * math.log(3) + 1e-6)
+    torch.testing.assert_close(sql.discrete_soft_value(q, 1e-4), q.max(-1).values, atol=1e-3, rtol=0)
+
+
+def test_boltzmann_policy_is_exp_of_q_minus_v_over_alpha():
+    q, alpha = torch.randn(5, 4), 0.3
+    policy = torch.softmax(sql.boltzmann_logits(q, alpha), -1)
+    torch.testing.assert_close(policy, torch.exp((q - sql.discrete_soft_value(q, alpha).unsqueeze(-1)) / alpha))
+
+
+def test_importance_sampled_soft_value_converges_to_quadrature():
+    alpha = 0.5
+
+    def q_function(a):
+        return torch.sin(3 * a) + a**2
+
+    grid = torch.linspace(-1, 1, 200_001, dtype=torch.float64)
+    exact = alpha * math.log(torch.trapezoid(torch.exp(q_function(grid) / alpha), grid).item())
+    log_q = sql.uniform_log_density(1)
+    assert log_q == pytest.approx(-math.log(2))
+    generator = torch.Generator().manual_seed(0)
+    errors = []
+    for num_samples in (4, 64, 4096):
+        actions = torch.rand(200, num_samples, generator=generator, dtype=torch.float64) * 2 - 1
+        estimates = sql.importance_sampled_soft_value(q_function(actions), alpha, log_q)
+        errors.append((estimates - exact).abs().mean().item())
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+
+
+def test_soft_q_target_masks_only_termination():
+    reward, next_value = torch.tensor([1.0, 1.0]), torch.tensor([10.0, 10.0])
+    target = sql.soft_q_target(reward, torch.tensor([0.0, 1.0]), next_value, gamma=0.9)
+    torch.testing.assert_close(target, torch.tensor([10.0, 1.0]))
+    with pytest.raises(AssertionError):  # (B,) against (B, 1) would silently broadcast to (B, B)
+        sql.soft_bellman_loss(torch.zeros(4), torch.zeros(4, 1))
+
+
+# ---------------------------------------------------------------------------------------------------- kernel and SVGD
+def test_rbf_kernel_value_and_gradient_match_hand_and_autograd():
+    generator = torch.Generator().manual_seed(0)
+    xs = torch.randn(3, 5, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    ys = torch.randn(3, 4, 2, generator=generator, dtype=torch.float64)
+    kappa, kappa_grad = sql.rbf_kernel(xs, ys)
+    squared = ((xs[0, :, None] - ys[0, None]) ** 2).sum(-1).detach()
+    median = torch.sort(squared.flatten()).values[9]  # the 11th largest of 20 values, as top_k(n // 2 + 1) in softqlearning
+    torch.testing.assert_close(kappa[0], torch.exp(-squared / (median / math.log(5))))
+    weights = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)
+    autograd = torch.autograd.grad((kappa * weights).sum(), xs)[0]
+    torch.testing.assert_close((kappa_grad * weights.unsqueeze(-1)).sum(-2), autograd)
+    # the bandwidth floor: identical particles give h = 1e-3, not 0
+    same = torch.zeros(1, 3, 2)
+    assert torch.all(sql.rbf_kernel(same, same)[0] == 1.0)
+
+
+def mixture_log_density(points):
+    """log of ½ N((−2, 0), 0.5² I) + ½ N((2, 0), 0.5² I), up to a constant."""
+    centers = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+    squared = ((points.unsqueeze(-2) - centers) ** 2).sum(-1)
+    return torch.logsumexp(-squared / (2 * 0.25), dim=-1)
+
+
+def test_svgd_moves_particles_from_one_gaussian_to_both_modes_of_a_mixture():
+    particles = torch.randn(1, 100, 2, generator=torch.Generator().manual_seed(0)) * 0.5 + torch.tensor([0.0, 1.0])
+    for _ in range(500):
+        points = particles.detach().requires_grad_(True)
+        grad_log_p = torch.autograd.grad(mixture_log_density(points).sum(), points)[0]
+        particles = particles + 0.05 * sql.svgd_direction(particles, grad_log_p, particles)
+    x = particles[0, :, 0]
+    left, right = x[x < 0], x[x > 0]
+    assert 30 <= len(left) <= 70  # both modes hold a fair share
+    assert abs(left.mean() + 2) < 0.3 and abs(right.mean() - 2) < 0.3
+    assert 0.25 < left.std() < 0.75 and 0.25 < right.std() < 0.75  # spread like the modes, not collapsed
+
+
+class KnownQ(torch.nn.Module):
+    """Q(s, a) = −8 (a² − 0.25)², bimodal with modes at a = ±0.5, independent of s."""
+
+    def forward(self, obs, actions):
+        return -8.0 * (actions[..., 0] ** 2 - 0.25) ** 2
+
+
+def test_amortized_sampler_trained_on_known_q_matches_boltzmann_density():
+    torch.manual_seed(0)
+    alpha = 0.5
+    args = sql.Args(alpha=alpha, svgd_particles=32, squash_correction=False, policy_lr=1e-3, hidden_size=32)
+    args = sql.resolve_args(args, discrete=False)
+    agent = sql.SoftQAgent(args, 1, gym.spaces.Box(-1, 1, (1,)), torch.device("cpu"))
+    agent.q = KnownQ()
+    obs = torch.zeros(16, 1)
+    for _ in range(1500):
+        agent.svgd_step(obs)
+    with torch.no_grad():
+        samples = agent.sampler.sample(torch.zeros(1), 20_000)[:, 0].numpy()
+    edges = np.linspace(-1, 1, 21)
+    fine = np.linspace(-1, 1, 20_001)
+    density = np.exp(KnownQ()(None, torch.tensor(fine)[:, None]).numpy() / alpha)
+    expected = np.array([density[(fine >= lo) & (fine < hi)].sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    expected /= expected.sum()
+    observed = np.histogram(samples, edges)[0] / len(samples)
+    total_variation = 0.5 * np.abs(observed - expected).sum()
+    assert total_variation < 0.1, (total_variation, observed.round(3), expected.round(3))
+    assert 0.4 < (samples < 0).mean() < 0.6  # both modes
+    assert observed[[4, 15]].min() > 1.5 * observed[[9, 10]].max()  # bins at ±0.5 hold more than the bins at 0
+
+
+# ---------------------------------------------------------------------------------------------------- MultiGoal
+def test_multigoal_dynamics_rewards_and_termination():
+    env = sql.MultiGoalEnv()
+    starts = np.array([env.reset(seed=i)[0] for i in range(2000)])
+    assert np.abs(starts.mean(0)).max() < 0.01 and np.allclose(starts.std(0), 0.1, atol=0.01)
+    env.position = np.array([1.0, 2.0], dtype=np.float32)
+    obs, reward, terminated, truncated, info = env.step(np.array([0.5, -0.25]))
+    np.testing.assert_allclose(obs, [1.5, 1.75])
+    nearest = min((1.5 - gx) ** 2 + (1.75 - gy) ** 2 for gx, gy in [(5, 0), (-5, 0), (0, 5), (0, -5)])
+    assert reward == pytest.approx(-(30 * (0.25 + 0.0625) + nearest))
+    assert not terminated and not truncated and info["goal"] == -1
+    # actions are clipped to [−1, 1]², positions to [−7, 7]²
+    env.position = np.array([6.5, 0.0], dtype=np.float32)
+    obs, reward, terminated, *_ = env.step(np.array([3.0, 0.0]))
+    np.testing.assert_allclose(obs, [7.0, 0.0])
+    assert reward == pytest.approx(-(30 * 1.0 + 4.0)) and not terminated
+    # within distance 1 of a goal: +10 and the episode ends; goals are numbered (5,0), (−5,0), (0,5), (0,−5)
+    env.position = np.array([0.0, -3.5], dtype=np.float32)
+    obs, reward, terminated, _, info = env.step(np.array([0.2, -1.0]))
+    assert terminated and info["goal"] == 3
+    assert reward == pytest.approx(-(30 * (0.04 + 1.0) + (0.04 + 0.25)) + 10)
+    wrapped = sql.make_env("MultiGoal")
+    wrapped.reset(seed=0)
+    for step in range(30):
+        *_, terminated, truncated, _ = wrapped.step(np.zeros(2))
+    assert truncated and not terminated and step == 29
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def run_script(args, tmp_path, script=SCRIPT, cwd=None, timeout=120):
+    command = [sys.executable, str(script), "--output-dir", str(tmp_path / "runs"), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=cwd or tmp_path, timeout=timeout)
+
+
+def read_run(tmp_path):
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text()), metrics
+
+
+TINY_MULTIGOAL = ["--total-timesteps", 300, "--learning-starts", 100, "--eval-every", 200, "--eval-episodes", 2,
+                  "--goal-episodes", 6, "--log-every", 100, "--value-samples", 4, "--svgd-particles", 8]
+
+
+def test_cli_multigoal_tiny_run_writes_summary_goal_counts_and_plot(tmp_path):
+    done = run_script([*TINY_MULTIGOAL, "--plot", tmp_path / "goals.png"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_dir, summary, metrics = read_run(tmp_path)
+    for key in ("global_step", "train_sps", "eval_return_mean", "eval_return_std", "episodes", "wall_time_s", "run_dir"):
+        assert key in summary
+    assert summary["global_step"] == 300 and summary["eval_stochastic"] is True
+    assert len(summary["goal_reach_counts"]) == 4 and sum(summary["goal_reach_counts"]) <= 6
+    evaluations = [m for m in metrics if "eval/return_mean" in m]
+    assert len(evaluations) == 2 and all("eval/return_std" in m for m in evaluations)
+    assert any("losses/actor_loss" in m for m in metrics) and all("wall_time" in m for m in metrics)
+    assert json.loads((run_dir / "args.json").read_text())["reward_scale"] == 0.1  # the paper's MultiGoal preset
+    assert (run_dir / "checkpoint.pt").exists() and (tmp_path / "goals.png").stat().st_size > 10_000
+
+
+def test_cli_discrete_cartpole_tiny_run(tmp_path):
+    done = run_script(["--env-id", "CartPole-v1", "--total-timesteps", 600, "--learning-starts", 200, "--eval-every", 0,
+                       "--eval-episodes", 2, "--log-every", 200], tmp_path)
+    assert done.returncode == 0, done.stderr
+    _, summary, metrics = read_run(tmp_path)
+    assert summary["global_step"] == 600 and summary["eval_stochastic"] is False and "goal_reach_counts" not in summary
+    assert any("losses/entropy" in m for m in metrics)
+
+
+def test_script_runs_when_copied_alone_into_an_empty_folder(tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(SCRIPT, alone / SCRIPT.name)
+    done = run_script(["--total-timesteps", 120, "--learning-starts", 60, "--eval-every", 0, "--goal-episodes", 2,
+                       "--value-samples", 4, "--svgd-particles", 8], tmp_path, script=alone / SCRIPT.name, cwd=alone)
+    assert done.returncode == 0, done.stderr
+    assert read_run(tmp_path)[1]["global_step"] == 120
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--env-id", "NoSuchEnv-v0"], "--env-id"),
+    (["--batch-size", "64", "--buffer-size", "10"], "--batch-size"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, flags, named):
+    done = run_script(flags, tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("changes, named", [
+    (dict(env_id="FrozenLake-v1"), "--env-id"),
+    (dict(env_id="NoSuchEnv-v0"), "--env-id"),
+    (dict(gamma=1.5), "--gamma"),
+    (dict(alpha=0.0), "--alpha"),
+    (dict(autotune=True), "--autotune"),
+    (dict(env_id="CartPole-v1", plot="x.png"), "--plot"),
+    (dict(device="cuda"), "--device"),
+])
+def test_bad_configurations_raise_a_usage_error_naming_the_flag(tmp_path, changes, named):
+    if changes.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(sql.UsageError, match=named):
+        sql.train(sql.Args(output_dir=str(tmp_path), total_timesteps=0, **changes))
+
+
+def test_bad_checkpoints_exit_2_with_one_line(tmp_path):
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"script": "sac_continuous", "format": 1}, foreign)
+    for flag, path, expected in (("--resume", corrupted, "not a readable checkpoint"), ("--eval-only", foreign, "sac_continuous")):
+        done = run_script([flag, path], tmp_path)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+        assert expected in done.stderr and flag in done.stderr
+    for path in (corrupted, foreign):  # the same checks in-process, for both flags
+        for flag in ("resume", "eval_only"):
+            with pytest.raises(sql.UsageError, match="--" + flag.replace("_", "-")):
+                sql.train(sql.Args(output_dir=str(tmp_path), **{flag: str(path)}))
+
+
+def test_no_stored_transition_crosses_an_episode_boundary_and_resume_continues(tmp_path):
+    # MultiGoal with two vector envs: every stored transition must satisfy next_obs = clip(obs + action).
+    done = run_script(["--total-timesteps", 400, "--num-envs", 2, "--learning-starts", 200, "--eval-every", 0,
+                       "--goal-episodes", 2, "--save-buffer", "--value-samples", 4, "--svgd-particles", 8], tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_dir, summary, _ = read_run(tmp_path)
+    buffer = torch.load(run_dir / "checkpoint.pt", weights_only=True)["buffer"]
+    assert buffer["size"] == 400 and summary["episodes"] >= 10  # 30-step episodes: many boundaries in 400 steps
+    expected = torch.clamp(buffer["obs"] + buffer["actions"].clamp(-1, 1), -7, 7)
+    torch.testing.assert_close(buffer["next_obs"], expected, atol=1e-5, rtol=0)
+    # resume from that checkpoint continues the count in the same run directory
+    done = run_script(["--resume", run_dir / "checkpoint.pt", "--total-timesteps", 500, "--num-envs", 2,
+                       "--eval-every", 0, "--goal-episodes", 2, "--value-samples", 4, "--svgd-particles", 8], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 500
+    # --eval-only on the same checkpoint
+    done = run_script(["--eval-only", run_dir / "checkpoint.pt", "--goal-episodes", 4], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["global_step"] == 500 and len(result["goal_reach_counts"]) == 4
+
+
+def test_same_seed_gives_identical_metrics_apart_from_time(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        done = run_script(TINY_MULTIGOAL, folder)
+        assert done.returncode == 0, done.stderr
+        metrics = read_run(folder)[2]
+        runs.append([{k: v for k, v in m.items() if k not in ("wall_time", "charts/SPS")} for m in metrics])
+    assert runs[0] == runs[1]
+
+
+def test_non_finite_loss_stops_with_exit_1(tmp_path):
+    done = run_script(["--env-id", "CartPole-v1", "--total-timesteps", 400, "--learning-starts", 100, "--log-every", 100,
+                       "--reward-scale", "1e39"], tmp_path)
+    assert done.returncode == 1 and "losses/qf_loss" in done.stderr and "step" in done.stderr
+
+
+def test_sigint_saves_checkpoint_and_summary_and_exits_130(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--output-dir", str(tmp_path / "runs"), "--env-id", "CartPole-v1",
+               "--total-timesteps", "1000000", "--log-every", "100", "--eval-every", "0", "--eval-episodes", "1"]
+    process = subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list((tmp_path / "runs").glob("*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    run_dir, summary, _ = read_run(tmp_path)
+    assert summary["interrupted"] is True and 0 < summary["global_step"] < 1_000_000
+    assert (run_dir / "checkpoint.pt").exists()
+
+
+def test_discrete_soft_q_learning_beats_random_on_cartpole(tmp_path):
+    # A uniformly random policy lasts about 22 steps on CartPole-v1.
+    done = run_script(["--env-id", "CartPole-v1", "--total-timesteps", 5000, "--eval-every", 0, "--eval-episodes", 5,
+                       "--log-every", 2000], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert read_run(tmp_path)[1]["eval_return_mean"] > 100
