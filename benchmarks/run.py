@@ -66,11 +66,16 @@ SUITES: dict[str, list[dict]] = {
     # Days on a CPU; meant for a GPU machine, `--jobs` on many cores, or the W&B sweeps in sweeps/.
     "mujoco": [
         *[
-            {"algo": "sac_continuous", "env_id": env_id, "seeds": 5, "total_timesteps": 1_000_000, "extra": ["--variant", variant]}
+            {"algo": "sac_continuous", "env_id": env_id, "seeds": 5, "total_timesteps": 1_000_000,
+             "extra": ["--variant", variant, "--learning-starts", "5000", "--q-lr", "3e-4", "--eval-every", "10000"]
+             + (["--alpha", "1", "--reward-scale", "5"] if variant == "v1" else [])}
             for variant in ("v2", "v1")
             for env_id in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5")
         ],
-        {"algo": "sac_discrete", "env_id": "ALE/Pong-v5", "seeds": 3, "total_timesteps": 5_000_000, "extra": []},
+        {"algo": "sac_discrete", "env_id": "ALE/Pong-v5", "seeds": 3, "total_timesteps": 5_000_000,
+         "extra": ["--buffer-size", "1000000", "--learning-starts", "20000", "--update-frequency", "4", "--batch-size", "64",
+                   "--tau", "1.0", "--target-network-frequency", "8000", "--q-lr", "3e-4", "--policy-lr", "3e-4",
+                   "--target-entropy-scale", "0.89", "--eval-every", "100000", "--eval-episodes", "5"]},
     ],
 }
 

@@ -1,0 +1,466 @@
+"""Tests of sac_discrete.py: the discrete SAC equations against hand computations, the frame replay buffer
+against ground truth, and the script as a user runs it."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import sac_discrete as sd
+
+SCRIPT = Path(sd.__file__).resolve()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The math on a 2-state, 3-action batch, computed by hand with explicit sums
+# ----------------------------------------------------------------------------------------------------------
+
+LOGITS = [[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]]
+Q1 = [[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]]
+Q2 = [[1.5, 1.0, 3.5], [-0.5, 0.0, 3.0]]
+ALPHA, GAMMA = 0.5, 0.9
+
+
+def hand_policy(logits):
+    z = sum(math.exp(x) for x in logits)
+    probs = [math.exp(x) / z for x in logits]
+    return probs, [math.log(p) for p in probs]
+
+
+def tensors():
+    logits = torch.tensor(LOGITS, dtype=torch.float64)
+    q = torch.tensor([Q1, Q2], dtype=torch.float64)
+    return logits, q
+
+
+def test_soft_state_value_is_the_exact_expectation_over_actions():
+    logits, q = tensors()
+    probs, log_probs = sd.policy_probabilities(logits)
+    value = sd.soft_state_value(probs, log_probs, q, torch.tensor(ALPHA, dtype=torch.float64))
+    for s in range(2):
+        p, logp = hand_policy(LOGITS[s])
+        expected = sum(p[a] * (min(Q1[s][a], Q2[s][a]) - ALPHA * logp[a]) for a in range(3))
+        assert value[s].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_soft_q_target_bootstraps_only_through_non_terminated_steps():
+    reward = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    next_value = torch.tensor([10.0, 20.0], dtype=torch.float64)
+    terminated = torch.tensor([0.0, 1.0], dtype=torch.float64)  # state 0 was truncated or ongoing: it bootstraps
+    target = sd.soft_q_target(reward, terminated, next_value, GAMMA)
+    assert target.tolist() == pytest.approx([1.0 + GAMMA * 10.0, 2.0])
+
+
+def test_critic_loss_is_the_sum_of_the_two_half_squared_errors():
+    q_taken = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
+    target = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    expected = sum(0.5 * (q_taken[i, b].item() - target[b].item()) ** 2 for i in range(2) for b in range(2)) / 2
+    assert sd.critic_loss(q_taken, target).item() == pytest.approx(expected, abs=1e-12)
+    huber = lambda e: 0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5  # noqa: E731
+    expected_huber = sum(huber(q_taken[i, b].item() - target[b].item()) for i in range(2) for b in range(2)) / 2
+    assert sd.critic_loss(q_taken, target, "huber").item() == pytest.approx(expected_huber, abs=1e-12)
+
+
+def test_actor_loss_sums_over_actions_and_averages_over_states():
+    logits, q = tensors()
+    probs, log_probs = sd.policy_probabilities(logits)
+    loss = sd.actor_loss(probs, log_probs, q, torch.tensor(ALPHA, dtype=torch.float64))
+    per_state = []
+    for s in range(2):
+        p, logp = hand_policy(LOGITS[s])
+        per_state.append(sum(p[a] * (ALPHA * logp[a] - min(Q1[s][a], Q2[s][a])) for a in range(3)))
+    assert loss.item() == pytest.approx(sum(per_state) / 2, abs=1e-12)
+
+
+def test_temperature_loss_matches_hand_computation():
+    logits, _ = tensors()
+    probs, log_probs = sd.policy_probabilities(logits)
+    target_entropy = sd.target_entropy_for(3, 0.5)
+    assert target_entropy == pytest.approx(0.5 * math.log(3))
+    log_alpha = torch.tensor(math.log(ALPHA), dtype=torch.float64)
+    loss = sd.temperature_loss(probs, log_probs, log_alpha, target_entropy)
+    per_state = []
+    for s in range(2):
+        p, logp = hand_policy(LOGITS[s])
+        per_state.append(sum(p[a] * (-ALPHA * (logp[a] + target_entropy)) for a in range(3)))
+    assert loss.item() == pytest.approx(sum(per_state) / 2, abs=1e-12)
+
+
+def test_actor_loss_gradient_matches_finite_differences():
+    logits, q = tensors()
+    alpha = torch.tensor(ALPHA, dtype=torch.float64)
+
+    def loss_of(x):
+        return sd.actor_loss(*sd.policy_probabilities(x), q, alpha)
+
+    x = logits.clone().requires_grad_(True)
+    loss_of(x).backward()
+    eps = 1e-6
+    numeric = torch.zeros_like(logits)
+    for s in range(2):
+        for a in range(3):
+            plus, minus = logits.clone(), logits.clone()
+            plus[s, a] += eps
+            minus[s, a] -= eps
+            numeric[s, a] = (loss_of(plus) - loss_of(minus)) / (2 * eps)
+    torch.testing.assert_close(x.grad, numeric, atol=1e-8, rtol=1e-6)
+
+
+def test_actor_loss_minimiser_is_the_boltzmann_policy_of_min_q():
+    """π* ∝ exp(min_i Q_i/α) (000 "Greedy Policy"): the actor gradient vanishes there and nowhere nearby."""
+    _, q = tensors()
+    alpha = torch.tensor(ALPHA, dtype=torch.float64)
+    boltzmann_logits = (q.min(dim=0).values / alpha).requires_grad_(True)
+    sd.actor_loss(*sd.policy_probabilities(boltzmann_logits), q, alpha).backward()
+    assert boltzmann_logits.grad.abs().max().item() < 1e-12
+    assert sd.actor_loss(*sd.policy_probabilities(torch.tensor(LOGITS, dtype=torch.float64)), q, alpha) > sd.actor_loss(
+        *sd.policy_probabilities(boltzmann_logits.detach()), q, alpha
+    )
+
+
+@pytest.mark.parametrize("entropy_below_target", [True, False])
+def test_temperature_grows_when_entropy_is_below_target_and_shrinks_above(entropy_below_target):
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 5.0, 0.0]]) if entropy_below_target else torch.zeros(2, 3)
+    probs, log_probs = sd.policy_probabilities(logits)
+    target_entropy = sd.target_entropy_for(3, 0.5)
+    assert (sd.policy_entropy(probs, log_probs).mean() < target_entropy) == entropy_below_target
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    optimizer = torch.optim.Adam([log_alpha], lr=0.1)
+    sd.temperature_loss(probs, log_probs, log_alpha, target_entropy).backward()
+    optimizer.step()
+    assert (log_alpha.item() > 0) == entropy_below_target
+
+
+def test_twin_critic_members_are_independent_networks():
+    torch.manual_seed(0)
+    for obs_shape in [(5,), (4, 36, 36)]:
+        critic = sd.TwinCritic(obs_shape, 3, (16, 16))
+        obs = torch.rand(7, *obs_shape) if len(obs_shape) == 1 else torch.randint(0, 256, (7, *obs_shape), dtype=torch.uint8)
+        q = critic(obs)
+        assert q.shape == (2, 7, 3)
+        q[0].sum().backward()  # Q_1 must not depend on any weight of Q_2
+        for layer in critic.layers:
+            assert layer.weight.grad[1].abs().max() == 0 and layer.weight.grad[0].abs().max() > 0
+        if critic.is_image:
+            second_conv = critic.encoder[2].weight.grad  # grouped conv: the second half of the filters is Q_2's
+            assert second_conv[64:].abs().max() == 0 and second_conv[:64].abs().max() > 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic environments (no ROMs): every observation encodes (episode, step) so the buffers can be checked
+# ----------------------------------------------------------------------------------------------------------
+
+
+class CountingEnv(gym.Env):
+    """obs = [episode id, step]; terminates when action 1 is taken at step >= 3, truncated by TimeLimit."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.episode, self.t = -1, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t = 0
+        return np.array([self.episode, self.t], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = bool(action == 1 and self.t >= 3)
+        return np.array([self.episode, self.t], np.float32), 1.0, terminated, False, {}
+
+
+class FramesEnv(gym.Env):
+    """36x36 grayscale frames (the smallest the Nature CNN accepts); pixel [0,0] = episode id, [0,1] = step. Reward 1 when the action names the
+    bright half of the frame (a 1-step memoryless task a CNN learns); ends after 6 or 9 steps (terminated)
+    or at the TimeLimit (truncated)."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.episode, self.t, self.side = -1, 0, 0
+
+    def _frame(self):
+        frame = np.zeros((36, 36), np.uint8)
+        frame[4:, :18] = 200 if self.side == 0 else 0
+        frame[4:, 18:] = 200 if self.side == 1 else 0
+        frame[0, 0], frame[0, 1] = self.episode % 256, self.t
+        return frame
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t, self.side = 0, int(self.np_random.integers(2))
+        return self._frame(), {}
+
+    def step(self, action):
+        reward = float(action == self.side)
+        self.t += 1
+        self.side = int(self.np_random.integers(2))
+        terminated = self.t >= (6 if self.episode % 2 else 9)
+        return self._frame(), reward, terminated, False, {}
+
+
+gym.register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=7)
+gym.register("FramesEnv-v0", entry_point=FramesEnv, max_episode_steps=8)
+
+
+def test_stored_transitions_never_cross_episodes_and_truncation_is_not_termination():
+    args = sd.Args(env_id="CountingEnv-v0", num_envs=3)
+    envs = sd.make_vector_env(args)
+    buffer = sd.ReplayBuffer(1000, (2,), torch.device("cpu"))
+    obs, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    truncations = 0
+    for _ in range(200):
+        actions = rng.integers(0, 2, size=3)
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+        done = terminated | truncated
+        truncations += int(truncated.sum())
+        real_next_obs = next_obs.copy()
+        for i in np.flatnonzero(done):
+            real_next_obs[i] = infos["final_obs"][i]
+        buffer.add(obs, real_next_obs, actions, rewards, terminated, done)
+        obs = next_obs
+    assert truncations > 0
+    n = buffer.size
+    s, s_next, a, d = buffer.obs[:n], buffer.next_obs[:n], buffer.actions[:n], buffer.terminated[:n]
+    assert torch.equal(s_next[:, 0], s[:, 0]), "a transition crosses an episode boundary"
+    assert torch.equal(s_next[:, 1], s[:, 1] + 1)
+    assert torch.equal(d, ((a == 1) & (s_next[:, 1] >= 3)).float()), "terminated must be the env's rule only"
+    assert ((s_next[:, 1] == 7) & (d == 0)).any(), "time-limit steps must be stored as not terminated"
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_frame_buffer_rebuilds_the_true_stacks_and_stores_each_frame_once(num_envs):
+    args = sd.Args(env_id="FramesEnv-v0", num_envs=num_envs)
+    envs = sd.make_vector_env(args)
+    assert envs.single_observation_space.shape == (4, 36, 36)
+    capacity = 40 * num_envs  # small, so the buffer wraps around many times
+    buffer = sd.FrameReplayBuffer(capacity, num_envs, (4, 36, 36), torch.device("cpu"))
+    assert buffer.frames.shape == (num_envs, 40, 36, 36) and buffer.frames.dtype == torch.uint8
+    obs, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    for step in range(300):
+        actions = rng.integers(0, 2, size=num_envs)
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+        done = terminated | truncated
+        real_next_obs = next_obs.copy()
+        for i in np.flatnonzero(done):
+            real_next_obs[i] = infos["final_obs"][i]
+        buffer.add(obs, real_next_obs, actions, rewards, terminated, done)
+        obs = next_obs
+        if step >= 10 and step % 7 == 0:
+            batch = buffer.sample(64)
+            episode, t = batch.obs[:, :, 0, 0].long(), batch.obs[:, :, 0, 1].long()
+            next_episode, next_t = batch.next_obs[:, :, 0, 0].long(), batch.next_obs[:, :, 0, 1].long()
+            newest = t[:, -1:]
+            # FrameStackObservation pads with the reset frame: stack = frames max(t-3, 0) .. t of one episode.
+            assert torch.equal(t, (newest + torch.arange(-3, 1)).clamp(min=0))
+            assert torch.equal(next_t, (newest + 1 + torch.arange(-3, 1)).clamp(min=0))
+            assert (episode == episode[:, -1:]).all() and (next_episode == episode[:, -1:]).all()
+            # FramesEnv terminates at step 6 (odd episodes) or 9 (even), never past the time limit of 8.
+            limit = torch.where(episode[:, -1] % 2 == 1, 6, 9)
+            assert torch.equal(batch.terminated, (next_t[:, -1] == limit).float())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
+def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
+    args = sd.Args(
+        env_id="FramesEnv-v0", total_timesteps=3000, learning_starts=500, buffer_size=5000, batch_size=32,
+        target_network_frequency=100, eval_every=0, eval_episodes=5, output_dir=str(tmp_path), save_buffer=True,
+        update_frequency=2, policy_lr=1e-3, q_lr=1e-3, target_entropy_scale=0.3,
+    )
+    summary = sd.main(args)
+    checkpoint = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=False)
+    frames = checkpoint["buffer"]["frames"]
+    assert frames.dtype == torch.uint8 and frames.shape == (1, 5000, 36, 36)  # one frame per slot, not 2 stacks
+    assert checkpoint["agent"]["critic"]["encoder.0.weight"].shape[0] == 64  # grouped twin Nature CNN
+    # An episode has 8 steps and a random policy scores 4; the CNN must have learned to read the frame.
+    assert summary["eval_return_mean"] >= 7.0
+
+
+def test_atari_preprocessing_gives_four_stacked_84x84_uint8_frames():
+    pytest.importorskip("ale_py", reason="ale-py not installed (pip install ale-py)")
+    pytest.importorskip("cv2", reason="OpenCV not installed (pip install opencv-python), AtariPreprocessing needs it")
+    env = sd.make_env(sd.Args(env_id="ALE/Pong-v5"), seed=0)()
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == (4, 84, 84) and obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    obs, *_ = env.step(0)
+    assert obs.shape == (4, 84, 84)
+    env.close()
+
+
+def test_atari_frame_buffer_memory_at_default_buffer_size_fits_24_gib():
+    per_slot = 84 * 84 + 8 + 4 + 4 + 1 + 4  # frame, action, reward, terminated, steps into episode, valid
+    small = sd.FrameReplayBuffer(1000, 1, (4, 84, 84), torch.device("cpu"))
+    assert small.nbytes() == 1000 * per_slot
+    default_bytes = sd.Args().buffer_size * per_slot
+    assert default_bytes / 2**30 < 7.0  # vs ~53 GiB when storing obs and next_obs stacks (NOTES pitfall 12)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The script as a user runs it
+# ----------------------------------------------------------------------------------------------------------
+
+TINY = ["--total-timesteps", "400", "--learning-starts", "100", "--batch-size", "16", "--eval-episodes", "1",
+        "--eval-every", "0", "--hidden-sizes", "16", "16"]
+
+
+def run_script(args, cwd, script=SCRIPT, env=None, timeout=120):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=environment)
+
+
+def read_summary(output_dir: Path) -> dict:
+    (summary,) = list(output_dir.glob("*/summary.json"))
+    return json.loads(summary.read_text())
+
+
+def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
+    result = run_script([*TINY, "--output-dir", str(tmp_path / "runs"), "--log-every", "100"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(tmp_path / "runs")
+    assert summary["global_step"] == 400 and summary["episodes"] > 0
+    assert summary["eval_return_mean"] is not None and summary["train_sps"] > 0
+    run_dir = Path(summary["run_dir"])
+    assert json.loads((run_dir / "args.json").read_text())["env_id"] == "CartPole-v1"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    names = set().union(*records)
+    for name in ["charts/episodic_return", "losses/qf_loss", "losses/actor_loss", "losses/alpha", "losses/alpha_loss",
+                 "losses/entropy", "losses/q_mean", "eval/return_mean", "eval/return_std", "eval/stochastic_return_mean"]:
+        assert name in names
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.pt.tmp").exists()
+
+    # --resume continues from the saved step; --eval-only evaluates the same policy.
+    result = run_script([*TINY, "--total-timesteps", "600", "--output-dir", str(tmp_path / "resumed"),
+                         "--resume", str(run_dir / "checkpoint.pt")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(tmp_path / "resumed")["global_step"] == 600
+    result = run_script(["--eval-only", str(run_dir / "checkpoint.pt"), "--eval-episodes", "1",
+                         "--output-dir", str(tmp_path / "evaluated")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(tmp_path / "evaluated")["eval_return_mean"] == summary["eval_return_mean"]
+
+
+def test_script_runs_when_copied_alone_into_an_empty_directory(tmp_path):
+    shutil.copy(SCRIPT, tmp_path / "sac_discrete.py")
+    result = run_script(TINY, tmp_path, script=tmp_path / "sac_discrete.py")
+    assert result.returncode == 0, result.stderr
+    assert read_summary(tmp_path / "runs")["global_step"] == 400
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuous(tmp_path):
+    line = one_error_line(run_script(["--env-id", "Pendulum-v1", *TINY[:2]], tmp_path))
+    assert "sac_continuous.py" in line and "--env-id" in line
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--gamma", "-0.5"], "--gamma"),
+        (["--batch-size", "512", "--buffer-size", "100"], "--batch-size"),
+        (["--env-id", "NoSuchEnv-v9"], "--env-id"),
+        (["--target-entropy-scale", "1.5"], "--target-entropy-scale"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(tmp_path, flags, words):
+    assert words in one_error_line(run_script([*TINY, *flags], tmp_path))
+
+
+def test_corrupted_or_foreign_checkpoints_are_refused(tmp_path):
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(b"not a checkpoint")
+    assert "--resume" in one_error_line(run_script([*TINY, "--resume", str(corrupted)], tmp_path))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"script": "sac_continuous", "args": {}}, foreign)
+    assert "sac_continuous" in one_error_line(run_script(["--eval-only", str(foreign)], tmp_path))
+
+
+def test_track_without_wandb_credentials_exits_2_instead_of_prompting(tmp_path):
+    pytest.importorskip("wandb")
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
+    assert "wandb login" in one_error_line(run_script([*TINY, "--track"], tmp_path, env=env))
+
+
+def test_capture_video_writes_a_video_or_explains_the_missing_moviepy(tmp_path):
+    result = run_script([*TINY, "--total-timesteps", "200", "--capture-video"], tmp_path)
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        assert "pip install moviepy" in one_error_line(result)
+        return
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.glob("runs/*/videos/*.mp4"))
+
+
+def test_sigint_saves_checkpoint_and_summary_then_exits_130(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *TINY, "--total-timesteps", "1000000", "--log-every", "50"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/metrics.jsonl")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    summary = read_summary(tmp_path / "runs")
+    assert summary["interrupted"] and 0 < summary["global_step"] < 1_000_000
+    assert (Path(summary["run_dir"]) / "checkpoint.pt").exists()
+
+
+def test_non_finite_loss_stops_with_exit_1_naming_the_loss(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sd, "critic_loss", lambda q, y, kind="mse": (q - y).mean() * float("nan"))
+    args = sd.Args(total_timesteps=400, learning_starts=100, batch_size=16, eval_every=0, log_every=100,
+                   hidden_sizes=(16, 16), output_dir=str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        sd.main(args)
+    assert exit_info.value.code == 1
+    assert "losses/qf_loss" in capsys.readouterr().err
+    (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
+    state = torch.load(checkpoint, weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["agent"]["critic"].values())
+
+
+def test_same_seed_gives_identical_metrics_apart_from_time_fields(tmp_path):
+    def metrics(directory):
+        args = sd.Args(total_timesteps=600, learning_starts=200, batch_size=16, eval_every=300, eval_episodes=2,
+                       log_every=100, hidden_sizes=(16, 16), output_dir=str(directory))
+        run_dir = Path(sd.main(args)["run_dir"])
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("wall_time", "charts/SPS")} for r in records]
+
+    first, second = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert len(first) > 5 and first == second
+
+
+def test_learns_cartpole_well_beyond_random(tmp_path):
+    """A random policy scores about 22 on CartPole-v1; 5k steps (4k updates) with seed 1 must reach 150."""
+    args = sd.Args(seed=1, total_timesteps=5_000, eval_every=0, eval_episodes=5, output_dir=str(tmp_path))
+    summary = sd.main(args)
+    assert summary["eval_return_mean"] >= 150.0, summary
