@@ -389,6 +389,7 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
         # Parallel seeds would otherwise each grab every core and slow one another down.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // options.jobs))
     device = flag_value(extra, "--device") or "auto"
+    git = git_info(script)  # the code as it was when the seeds started, not when they ended
     started = datetime.datetime.now(datetime.timezone.utc)
     wall_start = time.perf_counter()
     records: dict[int, dict] = {}
@@ -441,7 +442,7 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
         "runner_command": shlex.join([sys.executable, *sys.argv]),
         "date": started.isoformat(timespec="seconds"),
         "runner_wall_time_s": round(time.perf_counter() - wall_start, 3),
-        "git": git_info(script),
+        "git": git,
         "versions": dict(package_versions(options.python)),
         "machine": machine_info(),
         "device": dict(resolve_device(device, options.python)) if kind == "training" else {"requested": None, "device": "cpu", "gpu": None},
