@@ -9,7 +9,7 @@ Notes (../shared/seeds)
 - v1 losses: 002_8e45c65fb05e2a78.txt J1-J4; 004_373c382e863be436.txt "Soft Actor-Critic (SAC)".
 - Equations are quoted in the form of ../shared/NOTES.md, which also lists the errors of the notes fixed here.
 
-Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1, learns in about a minute on a CPU
+Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1, learns in 2-4 minutes on a 2-core CPU
       python sac_continuous.py --variant v1           # SAC v1
       python sac_continuous.py --env-id Hopper-v5 --total-timesteps 1000000 --learning-starts 5000
 """
