@@ -72,7 +72,7 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="Pendulum-v1")
-    parser.add_argument("--steps", type=int, default=4000, help="environment steps per measurement")
+    parser.add_argument("--steps", type=int, default=5000, help="environment steps per measurement")
     parser.add_argument("--learning-starts", type=int, default=1000, help="random steps before learning (not timed)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
     parser.add_argument("--only", default=None, help="run only configurations whose name contains this")
