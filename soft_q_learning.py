@@ -489,11 +489,12 @@ class SoftQAgent:
         with torch.no_grad():
             fixed = self.sampler.sample(obs, self.num_fixed)  # (B, K_fixed, d)
         fixed.requires_grad_(True)
-        updated = self.sampler.sample(obs, self.num_updated)  # (B, K_updated, d)
         log_p = self.q(obs, fixed) / args.alpha
         if args.squash_correction:
             log_p = log_p + squash_log_correction(fixed)
         grad_log_p = torch.autograd.grad(log_p.sum(), fixed)[0]
+        # Drawn after the gradient above, so that under --compile the two graphs stay apart (one backward each).
+        updated = self.sampler.sample(obs, self.num_updated)  # (B, K_updated, d)
         direction = svgd_direction(fixed.detach(), grad_log_p, updated.detach(), args.kernel_min_bandwidth)
         policy_loss = svgd_surrogate_loss(updated, direction)
         self.policy_optimizer.zero_grad(set_to_none=True)

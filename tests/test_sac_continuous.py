@@ -480,3 +480,23 @@ def test_learns_pendulum(tmp_path, variant):
                            "--learning-starts", "1000", "--eval-every", "0", "--eval-episodes", "5", "--log-every", "1000", timeout=900)
     assert completed.returncode == 0, completed.stderr
     assert summary_of(tmp_path)["eval_return_mean"] > -400
+
+
+@pytest.mark.parametrize("variant", ["v2", "v1"])
+def test_compiled_update_equals_the_eager_update(variant, float64_default, monkeypatch):
+    # --compile must change the speed, not the maths: three updates from the same start and noise, same parameters.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # compiled randn draws eager's numbers
+    torch._dynamo.reset()
+    learners = []
+    for compile_ in (False, True):
+        agent, learner, args = make_learner(variant, compile=compile_)
+        for step in range(1, 4):
+            torch.manual_seed(step)
+            metrics = learner.update(sac.Batch(*(x.double() for x in random_batch(seed=step))), step)
+        learners.append((agent, metrics))
+    (eager, eager_metrics), (compiled, compiled_metrics) = learners
+    compiled_state = compiled.state_dict()
+    for name, value in eager.state_dict().items():  # networks, targets and log α
+        torch.testing.assert_close(value, compiled_state[name], rtol=1e-7, atol=1e-9)
+    for key, value in eager_metrics.items():
+        torch.testing.assert_close(value, compiled_metrics[key], rtol=1e-7, atol=1e-9)

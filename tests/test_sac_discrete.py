@@ -464,3 +464,25 @@ def test_learns_cartpole_well_beyond_random(tmp_path):
     args = sd.Args(seed=1, total_timesteps=5_000, eval_every=0, eval_episodes=5, output_dir=str(tmp_path))
     summary = sd.main(args)
     assert summary["eval_return_mean"] >= 150.0, summary
+
+
+def test_compiled_update_equals_the_eager_update(float64_default, monkeypatch):
+    # --compile must change the speed, not the maths: three updates from the same start, same parameters and metrics.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    batches = [sd.Batch(torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g), torch.randn(32, generator=g),
+                        torch.randn(32, 4, generator=g), (torch.rand(32, generator=g) < 0.2).double()) for _ in range(3)]
+    agents = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        agent = sd.Agent(sd.Args(hidden_sizes=(32, 32), compile=compile_), (4,), 3, torch.device("cpu"))
+        metrics = [agent.update(batch) for batch in batches]
+        agents.append((agent, metrics))
+    (eager, eager_metrics), (compiled, compiled_metrics) = agents
+    compiled_state = compiled.state_dict()
+    for name in ("actor", "critic", "critic_target", "log_alpha"):
+        torch.testing.assert_close(eager.state_dict()[name], compiled_state[name], rtol=1e-7, atol=1e-9)
+    for ours, theirs in zip(eager_metrics, compiled_metrics):
+        for key, value in ours.items():
+            torch.testing.assert_close(value, theirs[key], rtol=1e-7, atol=1e-9)

@@ -320,3 +320,30 @@ def test_discrete_soft_q_learning_beats_random_on_cartpole(tmp_path):
                        "--log-every", 2000], tmp_path)
     assert done.returncode == 0, done.stderr
     assert read_run(tmp_path)[1]["eval_return_mean"] > 100
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_compiled_update_equals_the_eager_update(discrete, float64_default, monkeypatch):
+    # --compile must change the speed, not the maths; the continuous case once failed here (one graph, two backwards).
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    torch._dynamo.reset()
+    space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
+    g = torch.Generator().manual_seed(0)
+    actions = (lambda: torch.randint(0, 3, (16,), generator=g)) if discrete else (lambda: torch.rand(16, 2, generator=g) * 2 - 1)
+    batches = [(torch.randn(16, 4, generator=g), actions(), torch.randn(16, generator=g), torch.randn(16, 4, generator=g),
+                (torch.rand(16, generator=g) < 0.2).double()) for _ in range(3)]
+    agents = []
+    for compile_ in (False, True):
+        args = sql.resolve_args(sql.Args(hidden_size=32, svgd_particles=8, value_samples=8, compile=compile_), discrete=discrete)
+        torch.manual_seed(0)
+        agent = sql.SoftQAgent(args, 4, space, torch.device("cpu"))
+        metrics = []
+        for step, batch in enumerate(batches):
+            torch.manual_seed(step)
+            metrics.append(agent.update(*batch))
+        agents.append((agent, metrics))
+    (eager, eager_metrics), (compiled, compiled_metrics) = agents
+    compiled_state = compiled.state_dict()
+    for name in ("q", "q_target") + (() if discrete else ("sampler",)):
+        torch.testing.assert_close(eager.state_dict()[name], compiled_state[name], rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(eager_metrics, compiled_metrics, rtol=1e-7, atol=1e-9)
