@@ -148,9 +148,10 @@ def steps_text(steps) -> str:
 
 
 def commit_text(git: dict | None) -> str:
+    """Short commit the run started from; `*` when the working tree had uncommitted changes."""
     if not git or not git.get("commit"):
         return "n/a"
-    return git["commit"][:8] + ("+dirty" if git.get("dirty") else "")
+    return git["commit"][:7] + ("*" if git.get("dirty") else "")
 
 
 def reference_text(reference: dict | None, link: bool = True) -> str:
@@ -244,31 +245,69 @@ def curve_band(result: dict):
     return grid, np.nanmean(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0), len(curves)
 
 
-def plot_result(result: dict, path: Path) -> bool:
-    band = curve_band(result)
-    if band is None:
-        return False
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def draw_curve(axes, result: dict, band, legend_size: int = 8) -> None:
+    """Mean over seeds, a band from the worst to the best seed, and the first reference as a dashed line."""
     grid, mean, low, high, count = band
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     axes.plot(grid, mean, color="C0", label=f"mean of {count} seed{'s' if count > 1 else ''}")
     if count > 1:
         axes.fill_between(grid, low, high, color="C0", alpha=0.25, linewidth=0, label="min..max over seeds")
     references = references_for(result)
     if references:
-        reference = references[0]
-        axes.axhline(reference["value"], color="C3", linestyle="--", linewidth=1,
-                     label="reference: " + reference_text(reference, link=False)[:60])
+        axes.axhline(references[0]["value"], color="C3", linestyle="--", linewidth=1,
+                     label="reference: " + reference_text(references[0], link=False)[:60])
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=legend_size)
+
+
+def plot_title(result: dict) -> str:
+    title = f"{result.get('script', result.get('algo'))} {label(result) if label(result) != '–' else ''} on {result.get('env_id')}"
+    return " ".join(title.split())
+
+
+def plot_result(result: dict, path: Path) -> bool:
+    band = curve_band(result)
+    if band is None:
+        return False
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    draw_curve(axes, result, band)
     axes.set_xlabel("environment steps")
     axes.set_ylabel("evaluation return")
-    title = f"{result.get('script', result.get('algo'))} {label(result) if label(result) != '–' else ''} on {result.get('env_id')}"
-    axes.set_title(" ".join(title.split()))
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize=8)
+    axes.set_title(plot_title(result))
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def plot_overview(results: list[dict], path: Path) -> bool:
+    """One panel per untagged training result (tags are side experiments), for the main README."""
+    panels = [(r, band) for r in results if r.get("kind", "training") == "training" and not r.get("tag")
+              for band in [curve_band(r)] if band is not None]
+    if not panels:
+        return False
+    plt = pyplot()
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), dpi=90, squeeze=False)
+    for axes, (result, band) in zip(grid.flat, panels):
+        draw_curve(axes, result, band, legend_size=6)
+        axes.set_title(plot_title(result), fontsize=9)
+        axes.tick_params(labelsize=7)
+    for axes in list(grid.flat)[len(panels):]:
+        axes.set_visible(False)
+    figure.supxlabel("environment steps", fontsize=9)
+    figure.supylabel("evaluation return", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -307,7 +346,8 @@ def machine_key(result: dict) -> tuple:
     )
 
 
-def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path) -> str:
+def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path, overview: Path | None = None,
+                 speed: str | None = None) -> str:
     def relative(path: Path) -> str:
         return os.path.relpath(path, readme_path.parent).replace(os.sep, "/")
 
@@ -366,6 +406,10 @@ def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path)
         lines.append(markdown_table(["Result", "Seed", "Exit code", "Last line of stderr"], rows))
         lines.append("")
 
+    if speed:
+        lines += ["## Speed", "", "Written by `python benchmarks/speed.py` (benchmarks/speed.json holds every round).", "",
+                  speed.strip(), ""]
+
     lines += ["## Machines and versions", ""]
     groups: dict[tuple, list[str]] = {}
     for r in results:
@@ -391,6 +435,8 @@ def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path)
         lines += ["## Learning curves", "",
                   "Evaluation return against environment steps: mean over seeds, band from the worst to the best seed,",
                   "dashed line the first reference of the table.", ""]
+        if overview is not None:
+            lines += [f"![all results]({relative(overview)})", ""]
         for r in training:
             if r["stem"] in plots:
                 lines += [f"### {r['stem']}", "", f"![{r['stem']}]({relative(plots[r['stem']])})", ""]
@@ -412,11 +458,6 @@ def slowest_seed_minutes(result: dict) -> str:
     return f"{max(times) / 60:.1f} min" if times else "–"
 
 
-def commit_text(result: dict) -> str:
-    git = result.get("git") or {}
-    return (git.get("commit") or "?")[:7] + ("*" if git.get("dirty") else "")
-
-
 def build_summary(results: list[dict]) -> str:
     if not results:
         return "<!-- generated by benchmarks/report.py -->\nNo benchmark results yet: run `python benchmarks/run.py --suite quick`.\n"
@@ -428,7 +469,7 @@ def build_summary(results: list[dict]) -> str:
             counts = re.findall(r"(\S+) (\d+)/(\d+)", verdicts)
             if counts and all(passed == total for _, passed, total in counts):
                 verdicts = f"all {len(counts)} checks hold"
-            rows.append([f"`{script}`", r.get("env_id", "n/a"), "–", seeds_text(r), verdicts, "–", "–", "–", commit_text(r)])
+            rows.append([f"`{script}`", r.get("env_id", "n/a"), "–", seeds_text(r), verdicts, "–", "–", "–", commit_text(r.get("git"))])
             continue
         references = references_for(r)
         rows.append([
@@ -440,7 +481,7 @@ def build_summary(results: list[dict]) -> str:
             reference_text(references[0] if references else None),
             mean_std(stats_of(r, "train_sps")),
             slowest_seed_minutes(r),
-            commit_text(r),
+            commit_text(r.get("git")),
         ])
     table = markdown_table(["Script", "Environment", "Steps", "Seeds ok", "Final return", "Reference", "SPS",
                             "Slowest seed", "Commit"], rows)
@@ -449,19 +490,18 @@ def build_summary(results: list[dict]) -> str:
             + table + "\n")
 
 
-MARKER_START, MARKER_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
-
-
-def embed_in_main_readme(readme: Path, table: str) -> None:
-    """Put the generated table between the markers of the main README, so its numbers are never typed by hand."""
+def embed_in_main_readme(readme: Path, name: str, text: str) -> None:
+    """Put generated text between `<!-- {name}:start -->` and `<!-- {name}:end -->` of the main README, so its
+    numbers are never typed by hand."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if not readme.exists():
         return
-    text = readme.read_text()
-    if MARKER_START not in text or MARKER_END not in text:
+    content = readme.read_text()
+    if start not in content or end not in content:
         return
-    head, rest = text.split(MARKER_START, 1)
-    _, tail = rest.split(MARKER_END, 1)
-    readme.write_text(f"{head}{MARKER_START}\n{table}{MARKER_END}{tail}")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,8 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", default=str(BENCHMARKS_DIR / "README.md"))
     parser.add_argument("--plots-dir", default=str(BENCHMARKS_DIR / "plots"))
     parser.add_argument("--summary", default=str(BENCHMARKS_DIR / "summary_table.md"))
+    parser.add_argument("--speed", default=str(BENCHMARKS_DIR / "speed.md"), help="the table speed.py wrote")
     parser.add_argument("--main-readme", default=str(BENCHMARKS_DIR.parent / "README.md"),
-                        help="the summary table replaces what stands between its benchmarks markers")
+                        help="the summary table, the overview plot and the speed table replace what stands between "
+                             "its benchmarks and speed markers")
     options = parser.parse_args(argv)
 
     results = load_results(Path(options.results_dir))
@@ -482,12 +524,22 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(options.plots_dir) / f"{result['stem']}.png"
         if plot_result(result, path):
             plots[result["stem"]] = path
+    overview = Path(options.plots_dir) / "overview.png"
+    overview = overview if plot_overview(results, overview) else None
+    speed = Path(options.speed).read_text() if Path(options.speed).exists() else None
     readme = Path(options.readme)
     readme.parent.mkdir(parents=True, exist_ok=True)
-    readme.write_text(build_readme(results, plots, readme))
+    readme.write_text(build_readme(results, plots, readme, overview, speed))
     summary = Path(options.summary)
     summary.write_text(build_summary(results))
-    embed_in_main_readme(Path(options.main_readme), summary.read_text())
+    main_readme = Path(options.main_readme)
+    block = summary.read_text()
+    if overview is not None:
+        link = os.path.relpath(overview, main_readme.parent).replace(os.sep, "/")
+        block += f"\n![Learning curves of every benchmark: mean over seeds, band from worst to best seed]({link})\n\n"
+    embed_in_main_readme(main_readme, "benchmarks", block)
+    if speed is not None:
+        embed_in_main_readme(main_readme, "speed", speed + "\n")
     print(f"{len(results)} result files -> {readme}, {summary}, {len(plots)} plots in {options.plots_dir}")
     return 0
 

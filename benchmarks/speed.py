@@ -4,10 +4,12 @@
     python benchmarks/speed.py --only sac_continuous --rounds 3
 
 Each configuration runs as a subprocess for --steps environment steps (learning starts after --learning-starts) and
-reports `train_sps` from its summary.json: environment steps per second, one gradient step per environment step,
-batch 256, 256x256 networks. Configurations run one at a time and in interleaved rounds (A B C, A B C), so a slow
-period of the machine hits all of them alike; the table gives the median over rounds and the ratio to the
-straightforward baseline (benchmarks/sac_straightforward.py) of the same round.
+reports `train_sps` from its summary.json: environment steps per second during learning, one gradient step per
+environment step, each script's default networks and batch. Configurations run one at a time and in interleaved
+rounds (A B C, A B C), so a slow period of the machine hits all of them alike. The table gives the median over rounds,
+the ratio to the first configuration of the same task in the same round (for continuous control, the straightforward
+SAC of benchmarks/sac_straightforward.py), and what --compile gains over the same configuration without it.
+Compilation happens inside the measured steps, as it would in a run of that length.
 """
 
 from __future__ import annotations
@@ -25,17 +27,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
+COMPILE = "--compile"
 
-# (name, script, extra flags); the first entry is the baseline the ratios refer to.
-CONFIGURATIONS = [
-    ("baseline: straightforward SAC v2", HERE / "sac_straightforward.py", []),
-    ("sac_continuous v2", REPO / "sac_continuous.py", ["--variant", "v2"]),
-    ("sac_continuous v1", REPO / "sac_continuous.py", ["--variant", "v1"]),
-    ("sac_continuous v2 --compile", REPO / "sac_continuous.py", ["--variant", "v2", "--compile"]),
+# Tasks: (environment, [(name, script, flags)]); each task's first entry is the reference of its ratios.
+TASKS = [
+    ("Pendulum-v1", [
+        ("baseline: straightforward SAC v2", HERE / "sac_straightforward.py", []),
+        ("sac_continuous v2", REPO / "sac_continuous.py", ["--variant", "v2"]),
+        ("sac_continuous v2 --compile", REPO / "sac_continuous.py", ["--variant", "v2", COMPILE]),
+        ("sac_continuous v1", REPO / "sac_continuous.py", ["--variant", "v1"]),
+        ("sac_continuous v1 --compile", REPO / "sac_continuous.py", ["--variant", "v1", COMPILE]),
+        ("soft_q_learning (SVGD sampler)", REPO / "soft_q_learning.py", []),
+        ("soft_q_learning (SVGD sampler) --compile", REPO / "soft_q_learning.py", [COMPILE]),
+    ]),
+    ("CartPole-v1", [
+        ("sac_discrete", REPO / "sac_discrete.py", []),
+        ("sac_discrete --compile", REPO / "sac_discrete.py", [COMPILE]),
+        ("soft_q_learning (discrete)", REPO / "soft_q_learning.py", []),
+        ("soft_q_learning (discrete) --compile", REPO / "soft_q_learning.py", [COMPILE]),
+    ]),
 ]
+QUIET = ["--eval-every", "0", "--eval-episodes", "1", "--checkpoint-every", "0", "--log-every", "1000000"]
 COMMON = {
     "sac_straightforward.py": ["--eval-episodes", "1"],
-    "sac_continuous.py": ["--eval-every", "0", "--eval-episodes", "1", "--checkpoint-every", "0", "--log-every", "1000000"],
+    "sac_continuous.py": QUIET,
+    "sac_discrete.py": QUIET,
+    "soft_q_learning.py": QUIET,
 }
 
 
@@ -50,13 +67,14 @@ def run_once(script: Path, extra: list[str], env_id: str, steps: int, learning_s
         return float(summary["train_sps"])
 
 
-def git_commit() -> str:
+def git_commit() -> dict:
+    """The commit measured, and whether tracked files differed from it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        return {"commit": commit or None, "dirty": bool(dirty)}
     except OSError:
-        return "unknown"
+        return {"commit": None, "dirty": None}
 
 
 def cpu_model() -> str:
@@ -71,46 +89,62 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-id", default="Pendulum-v1")
     parser.add_argument("--steps", type=int, default=5000, help="environment steps per measurement")
     parser.add_argument("--learning-starts", type=int, default=1000, help="random steps before learning (not timed)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
-    parser.add_argument("--only", default=None, help="run only configurations whose name contains this")
+    parser.add_argument("--only", default=None,
+                        help="run only configurations whose name contains this (and the reference of their task)")
     parser.add_argument("--output", default=str(HERE / "speed.json"))
     args = parser.parse_args()
 
-    configurations = [c for c in CONFIGURATIONS if args.only is None or args.only in c[0] or c is CONFIGURATIONS[0]]
-    sps: dict[str, list[float]] = {name: [] for name, _, _ in configurations}
+    tasks = []
+    for env_id, configurations in TASKS:
+        chosen = [c for c in configurations if args.only is None or args.only in c[0]]
+        if chosen:
+            tasks.append((env_id, configurations[:1] + [c for c in chosen if c is not configurations[0]]))
+    sps: dict[tuple[str, str], list[float]] = {(env_id, name): [] for env_id, cs in tasks for name, _, _ in cs}
     for round_index in range(args.rounds):
-        for name, script, extra in configurations:
-            value = run_once(script, extra, args.env_id, args.steps, args.learning_starts, seed=1)
-            sps[name].append(value)
-            print(f"round {round_index + 1}: {name}: {value:.1f} SPS", flush=True)
+        for env_id, configurations in tasks:
+            for name, script, extra in configurations:
+                value = run_once(script, extra, env_id, args.steps, args.learning_starts, seed=1)
+                sps[env_id, name].append(value)
+                print(f"round {round_index + 1}: {env_id}: {name}: {value:.1f} SPS", flush=True)
 
-    baseline = configurations[0][0]
     rows = []
-    for name, _, extra in configurations:
-        ratios = [a / b for a, b in zip(sps[name], sps[baseline])]
-        rows.append({"name": name, "sps_per_round": sps[name], "sps_median": statistics.median(sps[name]),
-                     "ratio_to_baseline_median": statistics.median(ratios)})
+    for env_id, configurations in tasks:
+        reference = sps[env_id, configurations[0][0]]
+        for name, _, extra in configurations:
+            row = {"env_id": env_id, "name": name, "sps_per_round": sps[env_id, name], "sps_median": statistics.median(sps[env_id, name]),
+                   "reference": configurations[0][0],
+                   "ratio_to_reference_median": statistics.median(a / b for a, b in zip(sps[env_id, name], reference))}
+            eager = (env_id, name.removesuffix(" " + COMPILE))
+            if COMPILE in extra and eager in sps:
+                row["compile_gain_median"] = statistics.median(a / b for a, b in zip(sps[env_id, name], sps[eager]))
+            rows.append(row)
     import torch
 
     result = {
-        "env_id": args.env_id, "steps": args.steps, "learning_starts": args.learning_starts, "rounds": args.rounds,
-        "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "steps": args.steps, "learning_starts": args.learning_starts, "rounds": args.rounds,
+        "git": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "rows": rows,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(), "rows": rows,
     }
     Path(args.output).write_text(json.dumps(result, indent=2))
+    threads = f"OMP_NUM_THREADS={result['omp_num_threads']}" if result["omp_num_threads"] else f"{result['torch_threads']} torch threads"
     lines = [
-        f"Learning-phase environment steps per second on {args.env_id} ({args.steps - args.learning_starts} learning steps, "
-        f"batch 256, 256x256 networks, one gradient step per environment step), median of {args.rounds} interleaved rounds.",
-        f"Machine: {result['cpu']}, {result['cores']} cores, torch {result['torch']}; commit {result['commit'][:12]}, {result['date']}.",
-        f"Command: `python benchmarks/speed.py --env-id {args.env_id} --steps {args.steps} --rounds {args.rounds}`",
+        f"Learning-phase environment steps per second ({args.steps - args.learning_starts} learning steps after "
+        f"{args.learning_starts} random ones, one gradient step per environment step, each script's default networks "
+        f"and batch), median of {args.rounds} interleaved rounds; ratios are taken within a round.",
+        f"Machine: {result['cpu']}, {result['cores']} cores, {threads}, torch {result['torch']}; "
+        f"commit {(result['git']['commit'] or 'unknown')[:7]}{' with uncommitted changes' if result['git']['dirty'] else ''}, "
+        f"{result['date']}.",
+        f"Command: `python benchmarks/speed.py --steps {args.steps} --rounds {args.rounds}"
+        + (f" --only '{args.only}'" if args.only else "") + "`",
         "",
-        "| configuration | SPS (median) | ratio to baseline |",
-        "| --- | ---: | ---: |",
-        *[f"| {r['name']} | {r['sps_median']:.0f} | {r['ratio_to_baseline_median']:.2f}x |" for r in rows],
+        "| task | configuration | SPS (median) | ratio to the task's first row | `--compile` gain |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *[f"| {r['env_id']} | {r['name']} | {r['sps_median']:.0f} | {r['ratio_to_reference_median']:.2f}x | "
+          + (f"{r['compile_gain_median']:.2f}x" if "compile_gain_median" in r else "") + " |" for r in rows],
     ]
     (Path(args.output).with_suffix(".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -97,6 +97,9 @@ def benchmark_run(tmp_path_factory):
     # Named after a real script so report.py finds its reference value (SAC on Pendulum).
     (scripts / "sac_continuous.py").write_text(FAKE_TRAINING_SCRIPT)
     (scripts / "soft_policy_iteration_tabular.py").write_text(FAKE_TABULAR_SCRIPT)
+    git = ["git", "-C", str(scripts), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "fake scripts"]):
+        subprocess.run(git + command, check=True, capture_output=True)
     results = base / "results"
     done = run_tool(RUN, "--algo", "sac_continuous", "--env-id", "Pendulum-v1", "--seeds", 1, 2, 3,
                     "--total-timesteps", 500, "--jobs", 2, "--script-dir", scripts, "--results-dir", results,
@@ -174,12 +177,18 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     base = benchmark_run["base"]
     readme, plots, summary = base / "out" / "README.md", base / "out" / "plots", base / "out" / "summary_table.md"
     main_readme = base / "main_README.md"
-    main_readme.write_text("# Project\n<!-- benchmarks:start -->\nold numbers\n<!-- benchmarks:end -->\nafter\n")
+    main_readme.write_text("# Project\n<!-- benchmarks:start -->\nold numbers\n<!-- benchmarks:end -->\nmiddle\n"
+                           "<!-- speed:start -->\nold speed\n<!-- speed:end -->\nafter\n")
+    speed = base / "speed.md"
+    speed.write_text("| configuration | SPS |\n| --- | ---: |\n| sac_continuous v2 | 73 |\n")
     done = run_tool(REPORT, "--results-dir", benchmark_run["results"], "--readme", readme, "--plots-dir", plots,
-                    "--summary", summary, "--main-readme", main_readme)
+                    "--summary", summary, "--main-readme", main_readme, "--speed", speed)
     assert done.returncode == 0, done.stderr
     embedded = main_readme.read_text()
     assert "old numbers" not in embedded and summary.read_text() in embedded and embedded.endswith("after\n")
+    assert "old speed" not in embedded and speed.read_text() in embedded and "\nmiddle\n" in embedded
+    assert f"]({os.path.relpath(plots / 'overview.png', base)})" in embedded  # the curves of every result
+    assert plots.joinpath("overview.png").read_bytes()[:8] == PNG_MAGIC
 
     png = plots / "sac_continuous-v1__Pendulum-v1.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
@@ -196,6 +205,9 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     assert "| v1 | 2/3 | 500 | 52.0 ± 1.0 | 1,002 ± 1 |" in row
     assert "rl-zoo" in row and "-157" in row  # the reference value and its source
     assert "(plots/sac_continuous-v1__Pendulum-v1.png)" in text
+    commit = json.loads(next(Path(benchmark_run["results"]).glob("sac_continuous*.json")).read_text())["git"]["commit"]
+    assert f"| {commit[:7]}" in row  # the commit the seeds ran at, in the table
+    assert "## Speed" in text and "| sac_continuous v2 | 73 |" in text
     tabular_rows = [line for line in text.splitlines() if line.startswith("| FrozenLake8x8-v1")]
     assert len(tabular_rows) == 1
     assert "lemma1_contraction 2/2" in tabular_rows[0] and "lemma2_monotone_improvement 1/2" in tabular_rows[0]
@@ -325,3 +337,16 @@ def test_sigterm_stops_the_running_seed_and_keeps_what_was_done(tmp_path):
     assert result["interrupted"] is True and result["seeds_requested"] == [1, 2]
     assert [(s["seed"], s["status"], s["exit_code"]) for s in result["seeds"]] == [(1, "failed", -15)]
     assert result["seeds"][0]["stderr_tail"] == "training"
+
+
+def test_speed_configurations_pass_only_flags_their_scripts_accept():
+    spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    scripts = {script.name for _, configurations in speed.TASKS for _, script, _ in configurations}
+    assert {"sac_straightforward.py", "sac_continuous.py", "sac_discrete.py", "soft_q_learning.py"} <= scripts
+    for env_id, configurations in speed.TASKS:
+        for name, script, extra in configurations:
+            passed = {"--env-id", "--seed", "--total-timesteps", "--learning-starts", "--output-dir",
+                      *speed.COMMON.get(script.name, []), *extra}
+            assert {flag for flag in passed if flag.startswith("--")} <= help_flags(script), name
