@@ -68,6 +68,16 @@ REFERENCES: dict[tuple[str, str], list[dict]] = {
         {"value": 500, "steps": None, "short": "max return", "source": "maximum return of CartPole-v1 (500-step limit, gymnasium)",
          "url": "https://gymnasium.farama.org/environments/classic_control/cart_pole/"},
     ],
+    ("soft_q_learning", "MultiGoal"): [
+        {"text": "all 4 goals", "short": "SQL paper Fig. 2",
+         "source": "Haarnoja et al. 2017, *Reinforcement Learning with Deep Energy-Based Policies*, §5.1 and Fig. 2: "
+                   "trajectories sampled from the start reach all four goals",
+         "url": "https://arxiv.org/abs/1702.08165"},
+    ],
+    ("soft_q_learning", "Pendulum"): [
+        {"value": -156.995, "std": 88.714, "steps": 20_000, "short": "rl-zoo, SAC", "source": _ZOO + "; SAC, not soft Q-learning: no published SQL number",
+         "url": _ZOO_URL},
+    ],
     ("soft_q_learning", "CartPole"): [
         {"value": 500, "steps": None, "short": "max return", "source": "maximum return of CartPole-v1 (500-step limit, gymnasium)",
          "url": "https://gymnasium.farama.org/environments/classic_control/cart_pole/"},
@@ -157,6 +167,8 @@ def commit_text(git: dict | None) -> str:
 def reference_text(reference: dict | None, link: bool = True) -> str:
     if reference is None:
         return "–"
+    if "value" not in reference:  # a qualitative result
+        return f"{reference['text']} ([{reference['short']}]({reference['url']}))" if link else f"{reference['text']} ({reference['short']})"
     value = ("≈ " if reference.get("approx") else "") + number(reference["value"])
     if reference.get("std") is not None and not reference.get("approx"):
         value += f" ± {number(reference['std'], decimals(reference['value']))}"
@@ -177,6 +189,17 @@ def stats_of(result: dict, key: str) -> dict | None:
         return None
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values)}
+
+
+def final_return_text(result: dict) -> str:
+    """mean ± std over seeds; for MultiGoal also how many seeds reached every goal, and the rarest goal's count."""
+    text = mean_std(stats_of(result, "final_eval_return"))
+    counts = [(s.get("summary") or {}).get("goal_reach_counts") for s in result["seeds"] if s.get("status") == "ok"]
+    counts = [c for c in counts if c]
+    if counts:
+        every = sum(1 for c in counts if min(c) > 0)
+        text += f"; all {len(counts[0])} goals on {every}/{len(counts)} seeds (rarest goal: {min(min(c) for c in counts)} episodes)"
+    return text
 
 
 def seeds_text(result: dict) -> str:
@@ -260,7 +283,7 @@ def draw_curve(axes, result: dict, band, legend_size: int = 8) -> None:
     axes.plot(grid, mean, color="C0", label=f"mean of {count} seed{'s' if count > 1 else ''}")
     if count > 1:
         axes.fill_between(grid, low, high, color="C0", alpha=0.25, linewidth=0, label="min..max over seeds")
-    references = references_for(result)
+    references = [r for r in references_for(result) if "value" in r]
     if references:
         axes.axhline(references[0]["value"], color="C3", linestyle="--", linewidth=1,
                      label="reference: " + reference_text(references[0], link=False)[:60])
@@ -326,7 +349,7 @@ def training_row(result: dict, plot_link: str | None) -> list[str]:
         label(result),
         seeds_text(result),
         steps_text(result.get("total_timesteps")),
-        mean_std(stats_of(result, "final_eval_return")),
+        final_return_text(result),
         mean_std(stats_of(result, "train_sps")),
         duration(wall["mean"] if wall else None),
         device,
@@ -477,7 +500,7 @@ def build_summary(results: list[dict]) -> str:
             r.get("env_id", "n/a"),
             steps_text(r.get("total_timesteps")),
             seeds_text(r),
-            mean_std(stats_of(r, "final_eval_return")),
+            final_return_text(r),
             reference_text(references[0] if references else None),
             mean_std(stats_of(r, "train_sps")),
             slowest_seed_minutes(r),

@@ -350,3 +350,11 @@ def test_speed_configurations_pass_only_flags_their_scripts_accept():
             passed = {"--env-id", "--seed", "--total-timesteps", "--learning-starts", "--output-dir",
                       *speed.COMMON.get(script.name, []), *extra}
             assert {flag for flag in passed if flag.startswith("--")} <= help_flags(script), name
+
+
+def test_multigoal_final_return_counts_seeds_that_reach_every_goal():
+    seed = lambda ret, counts: {"status": "ok", "final_eval_return_mean": ret, "summary": {"goal_reach_counts": counts}}  # noqa: E731
+    result = {"seeds": [seed(-200.0, [3, 4, 5, 6]), seed(-210.0, [10, 0, 5, 6]), seed(-190.0, [2, 9, 9, 9])]}
+    assert report_module.final_return_text(result) == "-200 ± 8; all 4 goals on 2/3 seeds (rarest goal: 0 episodes)"
+    reference = report_module.references_for({"algo": "soft_q_learning", "env_id": "MultiGoal"})[0]
+    assert report_module.reference_text(reference, link=False) == "all 4 goals (SQL paper Fig. 2)"
