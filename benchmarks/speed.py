@@ -95,13 +95,18 @@ def main() -> None:
     parser.add_argument("--only", default=None,
                         help="run only configurations whose name contains this (and the reference of their task)")
     parser.add_argument("--output", default=str(HERE / "speed.json"))
+    parser.add_argument("--table-only", action="store_true", help="measure nothing: rewrite speed.md from --output")
     args = parser.parse_args()
+    if args.table_only:
+        Path(args.output).with_suffix(".md").write_text(markdown(json.loads(Path(args.output).read_text())))
+        return
 
     tasks = []
     for env_id, configurations in TASKS:
         chosen = [c for c in configurations if args.only is None or args.only in c[0]]
         if chosen:
             tasks.append((env_id, configurations[:1] + [c for c in chosen if c is not configurations[0]]))
+    git = git_commit()  # the code measured, read before anything can change it
     sps: dict[tuple[str, str], list[float]] = {(env_id, name): [] for env_id, cs in tasks for name, _, _ in cs}
     for round_index in range(args.rounds):
         for env_id, configurations in tasks:
@@ -110,44 +115,52 @@ def main() -> None:
                 sps[env_id, name].append(value)
                 print(f"round {round_index + 1}: {env_id}: {name}: {value:.1f} SPS", flush=True)
 
-    rows = []
-    for env_id, configurations in tasks:
-        reference = sps[env_id, configurations[0][0]]
-        for name, _, extra in configurations:
-            row = {"env_id": env_id, "name": name, "sps_per_round": sps[env_id, name], "sps_median": statistics.median(sps[env_id, name]),
-                   "reference": configurations[0][0],
-                   "ratio_to_reference_median": statistics.median(a / b for a, b in zip(sps[env_id, name], reference))}
-            eager = (env_id, name.removesuffix(" " + COMPILE))
-            if COMPILE in extra and eager in sps:
-                row["compile_gain_median"] = statistics.median(a / b for a, b in zip(sps[env_id, name], sps[eager]))
-            rows.append(row)
+    rows = [{"env_id": env_id, "name": name, "reference": configurations[0][0], "sps_per_round": sps[env_id, name]}
+            for env_id, configurations in tasks for name, _, _ in configurations]
     import torch
 
     result = {
-        "steps": args.steps, "learning_starts": args.learning_starts, "rounds": args.rounds,
-        "git": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "steps": args.steps, "learning_starts": args.learning_starts, "rounds": args.rounds, "only": args.only,
+        "git": git, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(), "rows": rows,
     }
     Path(args.output).write_text(json.dumps(result, indent=2))
-    threads = f"OMP_NUM_THREADS={result['omp_num_threads']}" if result["omp_num_threads"] else f"{result['torch_threads']} torch threads"
+    table = markdown(result)
+    Path(args.output).with_suffix(".md").write_text(table)
+    print(table)
+
+
+def markdown(result: dict) -> str:
+    """The table of speed.md: per configuration the median SPS, and the ratios of each round (same round, same load)."""
+    sps = {(r["env_id"], r["name"]): r["sps_per_round"] for r in result["rows"]}
+
+    def ratios(row: dict, other: str) -> list[float]:
+        return [a / b for a, b in zip(row["sps_per_round"], sps[row["env_id"], other])]
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}x ({', '.join(f'{v:.2f}' for v in values)})"
+
     lines = [
-        f"Learning-phase environment steps per second ({args.steps - args.learning_starts} learning steps after "
-        f"{args.learning_starts} random ones, one gradient step per environment step, each script's default networks "
-        f"and batch), median of {args.rounds} interleaved rounds; ratios are taken within a round.",
-        f"Machine: {result['cpu']}, {result['cores']} cores, {threads}, torch {result['torch']}; "
-        f"commit {(result['git']['commit'] or 'unknown')[:7]}{' with uncommitted changes' if result['git']['dirty'] else ''}, "
-        f"{result['date']}.",
-        f"Command: `python benchmarks/speed.py --steps {args.steps} --rounds {args.rounds}"
-        + (f" --only '{args.only}'" if args.only else "") + "`",
+        f"Learning-phase environment steps per second ({result['steps'] - result['learning_starts']} learning steps after "
+        f"{result['learning_starts']} random ones, one gradient step per environment step, each script's default networks "
+        f"and batch), median of {result['rounds']} interleaved rounds; ratios are taken within a round (per round in brackets).",
+        f"Machine: {result['cpu']}, {result['cores']} cores, "
+        + (f"OMP_NUM_THREADS={result['omp_num_threads']}" if result["omp_num_threads"] else f"{result['torch_threads']} torch threads")
+        + f", torch {result['torch']}; commit {(result['git']['commit'] or 'unknown')[:7]}"
+        + (" with uncommitted changes" if result["git"]["dirty"] else "") + f", {result['date']}.",
+        f"Command: `python benchmarks/speed.py --steps {result['steps']} --rounds {result['rounds']}"
+        + (f" --only '{result['only']}'" if result.get("only") else "") + "`",
         "",
         "| task | configuration | SPS (median) | ratio to the task's first row | `--compile` gain |",
         "| --- | --- | ---: | ---: | ---: |",
-        *[f"| {r['env_id']} | {r['name']} | {r['sps_median']:.0f} | {r['ratio_to_reference_median']:.2f}x | "
-          + (f"{r['compile_gain_median']:.2f}x" if "compile_gain_median" in r else "") + " |" for r in rows],
     ]
-    (Path(args.output).with_suffix(".md")).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for row in result["rows"]:
+        eager = row["name"].removesuffix(" " + COMPILE)
+        gain = cell(ratios(row, eager)) if eager != row["name"] and (row["env_id"], eager) in sps else ""
+        lines.append(f"| {row['env_id']} | {row['name']} | {statistics.median(row['sps_per_round']):.0f} | "
+                     f"{cell(ratios(row, row['reference']))} | {gain} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
