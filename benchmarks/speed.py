@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="measure nothing: rewrite speed.md from --output")
     args = parser.parse_args()
     if args.table_only:
+        if not Path(args.output).is_file():
+            parser.error(f"--table-only: {args.output} does not exist; run speed.py without --table-only first")
         Path(args.output).with_suffix(".md").write_text(markdown(json.loads(Path(args.output).read_text())))
         return
 
