@@ -1,17 +1,16 @@
 """Soft Actor-Critic for continuous actions: SAC v1 (separate V network) and SAC v2 (twin Q, learned temperature).
 
 Papers
-- v1: Haarnoja, Zhou, Abbeel, Levine 2018a, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep RL with a Stochastic Actor".
-- v2: Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications".
-Notes (../shared/seeds)
-- v2 losses: 000_bce46c73146642c0.txt "Soft Actor-Critic"; 001_c094164ded39a75a.txt §2.2, Eq. 12-16 (critic, actor),
-  Eq. 17-18 (tanh correction), Eq. 19-23 (temperature as a dual variable).
-- v1 losses: 002_8e45c65fb05e2a78.txt J1-J4; 004_373c382e863be436.txt "Soft Actor-Critic (SAC)".
-- Equations are quoted in the form of ../shared/NOTES.md, which also lists the errors of the notes fixed here.
+- v1: Haarnoja, Zhou, Abbeel, Levine 2018a, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep Reinforcement Learning
+  with a Stochastic Actor", arXiv:1801.01290.
+- v2: Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905.
+Theory: docs/sac.md derives every target and loss below; the labels (SAC-n) in the docstrings are its equation numbers.
+Read top to bottom: the settings, the environments, the math, the networks, the replay buffer, one gradient step, the
+training loop, evaluation; below the "Plumbing" banner is only bookkeeping (run directory, checkpoints, errors).
 
-Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1, learns in 2-4 minutes on a 2-core CPU
+Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1
       python sac_continuous.py --variant v1           # SAC v1
-      python sac_continuous.py --env-id Hopper-v5 --total-timesteps 1000000 --learning-starts 5000
+      python sac_continuous.py --env-id Hopper-v5 --total-timesteps 1000000 --learning-starts 5000 --q-lr 3e-4
 """
 
 from __future__ import annotations
@@ -117,18 +116,11 @@ class Args:
     """record evaluation episodes to {run_dir}/videos (needs moviepy)"""
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line, exit status 2."""
-
-
-class NonFiniteLoss(Exception):
-    """A loss became NaN or inf: reported as one line, exit status 1, the last good checkpoint kept."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # Environments
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One environment, checked: this script needs bounded Box actions and Box observations."""
     try:
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.Error as error:
@@ -147,7 +139,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
     and the observation returned is already the next episode's first, so no stored transition crosses an episode
-    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead)."""
+    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead;
+    docs/pitfalls.md#autoreset)."""
     make_env(env_id).close()  # validate once, with a clear error
     envs = gym.vector.SyncVectorEnv(
         [functools.partial(gym.make, env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
@@ -155,40 +148,85 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-def pickle_envs(envs) -> bytes:
-    """The environments' full state, for an exact resume. Classic-control envs pickle with their state; MuJoCo envs
-    pickle as constructor arguments only, so their physics state and random generator are saved beside them."""
-    physics = []
-    for env in envs.unwrapped.envs if hasattr(envs.unwrapped, "envs") else envs.envs:
-        base = env.unwrapped
-        if hasattr(base, "model") and hasattr(base, "data"):
-            import mujoco
-
-            spec = mujoco.mjtState.mjSTATE_INTEGRATION
-            state = np.empty(mujoco.mj_stateSize(base.model, spec))
-            mujoco.mj_getState(base.model, base.data, state, spec)
-            physics.append((state, base.np_random.bit_generator.state))
-        else:
-            physics.append(None)
-    return pickle.dumps((envs, physics))
+def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """s' of each transition: next_obs, except where an episode just ended, whose last observation is in final_obs
+    (next_obs there already starts the next episode)."""
+    real_next_obs = next_obs.copy()
+    if "_final_obs" in infos:
+        for i in np.flatnonzero(infos["_final_obs"]):
+            real_next_obs[i] = infos["final_obs"][i]
+    return real_next_obs
 
 
-def unpickle_envs(blob: bytes):
-    envs, physics = pickle.loads(blob)
-    for env, saved in zip(envs.unwrapped.envs, physics):
-        if saved is not None:
-            import mujoco
-
-            base = env.unwrapped
-            mujoco.mj_setState(base.model, base.data, saved[0], mujoco.mjtState.mjSTATE_INTEGRATION)
-            mujoco.mj_forward(base.model, base.data)
-            base.np_random.bit_generator.state = saved[1]
-    return envs
+# ----------------------------------------------------------------------------------------------------------------------
+# The math: each target and loss of docs/sac.md as a function of tensors. Batch vectors are (B,), the twin Q (2, B).
+# ----------------------------------------------------------------------------------------------------------------------
+def log_one_minus_tanh_squared(u: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh^2(u)) = 2 (log 2 - u - softplus(-2u)), exact and finite for any u (001 Eq. 18 as corrected in
+    NOTES.md error 1; never log(1 - a^2 + eps), biased near saturation, nor atanh of a clipped action)."""
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) = log N(u; mu, sigma) - sum_i log(1 - tanh^2(u_i)) for a = tanh(u)  (001 Eq. 17-18).
+
+    This is the density of the squashed action in [-1, 1]; the environment's action low + (a + 1) * scale has density
+    lower by sum_i log(scale_i), a constant. The entropy target -dim(A) is measured in the [-1, 1] space, as in the
+    papers' code (all their environments have bounds [-1, 1]) and in CleanRL and Stable-Baselines3."""
+    gaussian = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2.0 * math.pi)
+    return (gaussian - log_one_minus_tanh_squared(u)).sum(dim=-1)
+
+
+def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
+    """y = r + gamma (1 - d) (min_i Qbar_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s') from the current policy
+    (001 Eq. 12-13, with the (1 - d) mask that Eq. 12 omits). d is `terminated` only: a time-limit truncation is not
+    part of the MDP, so it bootstraps."""
+    next_v = next_q.min(dim=0).values - alpha * next_log_prob
+    return reward + gamma * (1.0 - terminated) * next_v
+
+
+def soft_q_target_v1(reward, terminated, next_v_target, gamma):
+    """y = r + gamma (1 - d) Vbar(s'), with the Polyak-averaged target V network (002 J2; NOTES.md "SAC v1")."""
+    return reward + gamma * (1.0 - terminated) * next_v_target
+
+
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_Q = sum_i E[1/2 (Q_i(s,a) - y)^2] over the twin critics (001 Eq. 12; 002 J2). q: (2, B), target: (B,)."""
+    return 0.5 * ((q - target) ** 2).mean(dim=1).sum()
+
+
+def value_target(q_new: torch.Tensor, log_prob: torch.Tensor, alpha) -> torch.Tensor:
+    """V target = min_i Q_i(s, a) - alpha log pi(a|s), a ~ pi(.|s) freshly sampled, not from the buffer (002 J1)."""
+    return q_new.min(dim=0).values - alpha * log_prob
+
+
+def value_loss(v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_V(psi) = E_s[1/2 (V_psi(s) - target)^2]  (002 J1; 004 "Soft Actor-Critic (SAC)" with alpha restored, error 6)."""
+    return 0.5 * ((v - target) ** 2).mean()
+
+
+def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tensor:
+    """J_pi(phi) = E_{s, eps}[alpha log pi(a|s) - min_i Q_i(s, a)], a = tanh(mu + sigma eps) reparameterized (001 Eq. 14-16)."""
+    return (alpha * log_prob - q_new.min(dim=0).values).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """J(alpha) = E_{a~pi}[-alpha (log pi(a|s) + H-bar)]  (001 Eq. 19-23), written with log alpha in place of alpha:
+    the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
+    softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
+    estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """theta_bar <- tau theta + (1 - tau) theta_bar, all tensors in one fused call."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Networks
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 def mlp(in_size: int, hidden_sizes: tuple[int, ...], out_size: int) -> nn.Sequential:
     layers, size = [], in_size
     for hidden in hidden_sizes:
@@ -270,75 +308,6 @@ class Actor(nn.Module):
         return action * self.action_scale + self.action_bias
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The math: each target and loss of the notes, as a function of tensors. Shapes: batch vectors are (B,), twin Q (2, B).
-# ----------------------------------------------------------------------------------------------------------------
-def log_one_minus_tanh_squared(u: torch.Tensor) -> torch.Tensor:
-    """log(1 - tanh^2(u)) = 2 (log 2 - u - softplus(-2u)), exact and finite for any u (001 Eq. 18 as corrected in
-    NOTES.md error 1; never log(1 - a^2 + eps), biased near saturation, nor atanh of a clipped action)."""
-    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-
-
-def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi(a|s) = log N(u; mu, sigma) - sum_i log(1 - tanh^2(u_i)) for a = tanh(u)  (001 Eq. 17-18).
-
-    This is the density of the squashed action in [-1, 1]; the environment's action low + (a + 1) * scale has density
-    lower by sum_i log(scale_i), a constant. The entropy target -dim(A) is measured in the [-1, 1] space, as in the
-    papers' code (all their environments have bounds [-1, 1]) and in CleanRL and Stable-Baselines3."""
-    gaussian = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2.0 * math.pi)
-    return (gaussian - log_one_minus_tanh_squared(u)).sum(dim=-1)
-
-
-def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
-    """y = r + gamma (1 - d) (min_i Qbar_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s') from the current policy
-    (001 Eq. 12-13, with the (1 - d) mask that Eq. 12 omits). d is `terminated` only: a time-limit truncation is not
-    part of the MDP, so it bootstraps."""
-    next_v = next_q.min(dim=0).values - alpha * next_log_prob
-    return reward + gamma * (1.0 - terminated) * next_v
-
-
-def soft_q_target_v1(reward, terminated, next_v_target, gamma):
-    """y = r + gamma (1 - d) Vbar(s'), with the Polyak-averaged target V network (002 J2; NOTES.md "SAC v1")."""
-    return reward + gamma * (1.0 - terminated) * next_v_target
-
-
-def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """J_Q = sum_i E[1/2 (Q_i(s,a) - y)^2] over the twin critics (001 Eq. 12; 002 J2). q: (2, B), target: (B,)."""
-    return 0.5 * ((q - target) ** 2).mean(dim=1).sum()
-
-
-def value_target(q_new: torch.Tensor, log_prob: torch.Tensor, alpha) -> torch.Tensor:
-    """V target = min_i Q_i(s, a) - alpha log pi(a|s), a ~ pi(.|s) freshly sampled, not from the buffer (002 J1)."""
-    return q_new.min(dim=0).values - alpha * log_prob
-
-
-def value_loss(v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """J_V(psi) = E_s[1/2 (V_psi(s) - target)^2]  (002 J1; 004 "Soft Actor-Critic (SAC)" with alpha restored, error 6)."""
-    return 0.5 * ((v - target) ** 2).mean()
-
-
-def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tensor:
-    """J_pi(phi) = E_{s, eps}[alpha log pi(a|s) - min_i Q_i(s, a)], a = tanh(mu + sigma eps) reparameterized (001 Eq. 14-16)."""
-    return (alpha * log_prob - q_new.min(dim=0).values).mean()
-
-
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """J(alpha) = E_{a~pi}[-alpha (log pi(a|s) + H-bar)]  (001 Eq. 19-23), written with log alpha in place of alpha:
-    the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
-    softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
-    estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
-
-
-@torch.no_grad()
-def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """theta_bar <- tau theta + (1 - tau) theta_bar, all tensors in one fused call."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Agent, replay buffer, updates
-# ----------------------------------------------------------------------------------------------------------------
 class Agent(nn.Module):
     """Every learned tensor of both variants, so one state_dict checkpoints them all."""
 
@@ -359,6 +328,9 @@ class Agent(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=bool(args.autotune))
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Replay buffer
+# ----------------------------------------------------------------------------------------------------------------------
 class Batch(NamedTuple):
     obs: torch.Tensor
     actions: torch.Tensor
@@ -404,6 +376,9 @@ class ReplayBuffer:
             store[: self.size] = state[name].to(store.device)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# One gradient step
+# ----------------------------------------------------------------------------------------------------------------------
 class Learner:
     """The gradient steps of both variants, called once per environment step; nothing here synchronises with the host.
     The losses are pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow."""
@@ -421,7 +396,8 @@ class Learner:
         if args.autotune:
             self.policy_optimizers.append(self.alpha_optimizer)
         self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups for p in group["params"]]
-        if args.compile:
+        self.gradient_steps = 0
+        if args.compile:  # the same two functions, traced and fused by torch.compile; the optimizer steps stay eager
             self.critic_losses = torch.compile(self.critic_losses)
             self.policy_losses = torch.compile(self.policy_losses)
 
@@ -465,23 +441,26 @@ class Learner:
             metrics["losses/alpha_loss"] = a_loss.detach()
         return loss, metrics
 
-    def update(self, batch: Batch, gradient_step: int) -> dict[str, torch.Tensor]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step: the critics (SAC-8), then the actor with V (SAC-5) and alpha (SAC-16), then the targets."""
+        self.gradient_steps += 1
         loss, metrics = self.critic_losses(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.q_optimizer.step()
 
-        if gradient_step % self.args.policy_frequency == 0:
+        if self.gradient_steps % self.args.policy_frequency == 0:
             loss, policy_metrics = self.policy_losses(batch.obs)
             for optimizer in self.policy_optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            # Gradients only for the policy-step parameters: the critic's own gradients are never computed here.
+            # One backward pass for the sum of the actor, V and alpha losses, in place of one per loss: they share no
+            # parameters (each detaches the others' inputs), so each gets its own gradient; the critic gets none.
             loss.backward(inputs=self.policy_params)
             for optimizer in self.policy_optimizers:
                 optimizer.step()
             metrics.update(policy_metrics)
 
-        if gradient_step % self.args.target_network_frequency == 0:
+        if self.gradient_steps % self.args.target_network_frequency == 0:
             if self.args.variant == "v2":
                 polyak_update(self.agent.critic_target, self.agent.critic, self.args.tau)
             else:
@@ -489,17 +468,73 @@ class Learner:
         return metrics
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    """SAC's loop (2018a and 2018b, Algorithm 1): act, step the environments, store, one gradient step per
+    environment step. Logging, evaluation and checkpoints are one call each on `run` (the plumbing below)."""
+    checkpoint = prepare(args)
+    device = resolve_device(args.device)
+    envs = make_vector_env(args.env_id, args.num_envs)
+    if args.target_entropy is None:
+        args.target_entropy = -float(np.prod(envs.single_action_space.shape))  # H-bar = -dim(A), (SAC-15)
+    obs_size = int(np.prod(envs.single_observation_space.shape))
+    action_size = int(np.prod(envs.single_action_space.shape))
+    agent = Agent(args, obs_size, envs.single_action_space).to(device)
+    learner = Learner(agent, args)
+    buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs_size, action_size, device)
+    if checkpoint is not None:
+        envs, obs = restore(checkpoint, envs, agent, learner, buffer, args)
+    else:
+        envs.action_space.seed(args.seed)
+        obs, _ = envs.reset(seed=args.seed)
+    action_scale, action_bias = agent.actor.action_scale.cpu().numpy(), agent.actor.action_bias.cpu().numpy()
+    metrics: dict[str, torch.Tensor] = {}
+
+    with Run(args, checkpoint, lambda: checkpoint_state(agent, learner, buffer, envs, obs, args)) as run:
+        while run.global_step < args.total_timesteps and not run.stop_requested:
+            if run.global_step < args.learning_starts:
+                env_actions = envs.action_space.sample()
+                actions = (env_actions - action_bias) / action_scale  # stored in the policy's [-1, 1] space
+            else:
+                with torch.no_grad():
+                    actions = agent.actor.explore(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                env_actions = actions * action_scale + action_bias
+            next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
+            # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SAC-7).
+            buffer.add(obs, actions, rewards, true_next_obs(next_obs, infos), terminations)
+            obs = next_obs
+            run.advance(args.num_envs)
+            for i in np.flatnonzero(infos.get("_episode", [])):
+                run.log_episode(infos["episode"]["r"][i], infos["episode"]["l"][i])
+
+            if run.global_step > args.learning_starts and buffer.size >= args.batch_size:
+                run.start_learning_clock()
+                for _ in range(args.num_envs):  # one gradient step per environment step, as in the papers
+                    metrics = learner.update(buffer.sample(args.batch_size))
+
+            if run.due(args.log_every):
+                run.log_losses(metrics)
+            if run.due(args.eval_every):
+                run.log_evaluation(lambda: evaluate(agent, args, device, args.eval_episodes))
+            if run.due(args.checkpoint_every):
+                run.save()
+
+        if not run.stop_requested and run.last_eval_step != run.global_step:
+            run.log_evaluation(lambda: evaluate(agent, args, device, args.eval_episodes))
+        if args.capture_video and not run.stop_requested:
+            evaluate(agent, args, device, 1, video_dir=str(run.dir / "videos"))
+    return run.finish()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Evaluation
-# ----------------------------------------------------------------------------------------------------------------
-def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> np.ndarray:
-    """Returns of `episodes` episodes of the deterministic policy tanh(mu), on a separate environment."""
+# ----------------------------------------------------------------------------------------------------------------------
+def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> dict:
+    """Mean and spread of the returns of the deterministic policy tanh(mu) (SAC-13), on a separate environment."""
     env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
-        try:
-            import moviepy  # noqa: F401  (RecordVideo needs it)
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
     returns = []
     for episode in range(episodes):
@@ -513,102 +548,94 @@ def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, vide
             done = terminated or truncated
         returns.append(total)
     env.close()
-    return np.array(returns)
+    return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoints, logging, run directory
-# ----------------------------------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, agent, learner, buffer, global_step, gradient_step, episodes, envs, obs, args) -> None:
-    """Everything needed to resume exactly; written to a temporary file first, so a crash never destroys the last one."""
-    state = {
-        "script": SCRIPT,
-        "args": asdict(args),
-        "global_step": global_step,
-        "gradient_step": gradient_step,
-        "episodes": episodes,
-        "agent": agent.state_dict(),
-        "optimizers": {name: opt.state_dict() for name, opt in learner.optimizers().items()},
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        "envs": pickle_envs(envs),
-        "obs": obs,
-        "buffer": buffer.state_dict() if args.save_buffer else None,
-    }
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+
+# ======================================================================================================================
+# ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----
+# Nothing below changes what is learned. From here to "end of the shared plumbing" the text is the same in
+# sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_shared_plumbing.py compares it); what a
+# script does differently (the state its checkpoint holds, its own checks) is passed in or written after that line.
+# ======================================================================================================================
+class UsageError(Exception):
+    """Bad input: reported as one line naming the flag or file, exit status 2."""
 
 
-def load_checkpoint(path: str, args: Args | None = None) -> dict:
-    """Load and check a checkpoint; anything wrong is a UsageError naming the file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UsageError(f"checkpoint {path} does not exist") from None
-    except Exception as error:
-        raise UsageError(f"checkpoint {path} is not readable ({type(error).__name__}); is the file complete?") from None
-    if not isinstance(state, dict) or state.get("script") != SCRIPT:
-        found = state.get("script") if isinstance(state, dict) else type(state).__name__
-        raise UsageError(f"checkpoint {path} was written by {found!r}, not {SCRIPT}.py")
-    saved = state["args"]
-    if args is not None:
-        for key in ("env_id", "variant", "hidden_sizes", "buffer_size", "num_envs"):
-            if saved[key] != getattr(args, key) and not (key == "hidden_sizes" and tuple(saved[key]) == tuple(args.hidden_sizes)):
-                raise UsageError(f"checkpoint {path} has --{key.replace('_', '-')} {saved[key]}, this run has {getattr(args, key)}")
-    return state
+class NonFiniteLoss(Exception):
+    """A loss or a parameter became NaN or infinite: reported as one line, exit status 1; the last good checkpoint is
+    kept."""
 
 
-class RunLogger:
-    """metrics.jsonl, optional Weights & Biases, and the progress line."""
+EXIT_OK, EXIT_NON_FINITE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-    def __init__(self, run_dir: Path, args: Args, start_time: float, resume_step: int | None):
-        self.path = run_dir / "metrics.jsonl"
-        self.start_time = start_time
-        if resume_step is not None and self.path.exists():
-            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["global_step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        self.file = open(self.path, "a")
-        self.wandb = None
-        if args.track:
-            import wandb
 
-            self.wandb = wandb.init(
-                project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                name=run_dir.name, id=run_dir.name.replace("/", "-"), resume="allow", dir=str(run_dir),
-            )
-        self.progress = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of `every` lies in (before, after]: with N environments the step counter jumps by N."""
+    return every > 0 and after // every > before // every
 
-            self.progress = tqdm(total=args.total_timesteps, initial=resume_step or 0, unit="step", dynamic_ncols=True)
 
-    def log(self, global_step: int, metrics: dict) -> None:
-        record = {"global_step": global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=global_step)
+def resolve_device(name: str) -> torch.device:
+    """--device auto is cuda when a GPU is available, else cpu."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
-    def progress_line(self, global_step: int, sps: float, last_return: float | None) -> None:
-        text = f"SPS {sps:.0f}" + (f", return {last_return:.1f}" if last_return is not None else "")
-        if self.progress is not None:
-            self.progress.update(global_step - self.progress.n)
-            self.progress.set_postfix_str(text)
-        else:
-            print(f"step {global_step}: {text}", file=sys.stderr, flush=True)
 
-    def close(self) -> None:
-        self.file.close()
-        if self.progress is not None:
-            self.progress.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; with `deterministic`, make torch's kernels repeatable (bit-exact on CPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS (CUDA >= 10.2) refuses deterministic mode unless this is set before its first call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def check_common_args(args) -> None:
+    """The checks every training script shares; each script adds its own in `validate`."""
+    checks = [
+        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
+        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
+        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
+        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
+        (args.buffer_size >= 1, f"--buffer-size must be >= 1, got {args.buffer_size}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower it or raise --buffer-size"),
+        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
+        (args.target_network_frequency >= 1, f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
+        (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
+        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} and {args.q_lr}"),
+        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
+         f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
+        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
+        (min(args.eval_every, args.checkpoint_every) >= 0, "--eval-every and --checkpoint-every must be >= 0"),
+        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
+        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401  (gymnasium's RecordVideo needs it)
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    if args.track:
+        check_wandb_credentials()
 
 
 def check_wandb_credentials() -> None:
     """Tracking never prompts: without a key and without WANDB_MODE, say how to proceed."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise UsageError("--track needs wandb: pip install wandb") from None
     if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
         return
     netrc = Path.home() / ".netrc"
@@ -617,202 +644,336 @@ def check_wandb_credentials() -> None:
     raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline to log locally")
 
 
+def rng_state() -> dict:
+    """Every random generator a run draws from, as tensors and plain values (loadable with weights_only=True)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint written by this script; anything else is a UsageError naming the flag and the file.
+    weights_only=True: loading a checkpoint never runs code from it."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupted, or not a torch file
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?") from None
+    if not isinstance(state, dict) or state.get("script") != SCRIPT or "args" not in state:
+        found = state.get("script") if isinstance(state, dict) else None
+        other = f"{found}.py" if found else "another program"
+        raise UsageError(f"{flag} {path}: this checkpoint was written by {other}, not {SCRIPT}.py")
+    return state
+
+
+def non_finite_entry(state, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) checkpoint dict that holds a NaN or an inf."""
+    if torch.is_tensor(state):
+        return prefix if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = non_finite_entry(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class Run:
+    """One training run beside the learning: its directory, metrics.jsonl, progress line, Weights & Biases, the
+    step counter and its cadences, Ctrl-C, checkpoints and summary.json.
+
+    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/ (with a suffix when two runs start
+    in the same second); --resume continues in the checkpoint's own directory, its metrics.jsonl cut back to the
+    checkpoint's step. `checkpoint_state()` returns what this script must save beyond the shared fields."""
+
+    def __init__(self, args, checkpoint: dict | None, checkpoint_state):
+        self.args, self.checkpoint_state = args, checkpoint_state
+        self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
+        self.episodes = checkpoint["episodes"] if checkpoint else 0
+        self.last_return, self.last_eval, self.last_eval_step = None, None, None
+        self.start_time, self.learning_clock, self.eval_seconds = time.time(), None, 0.0
+        self.stop_signal = None
+        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory(args)
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
+            stale.unlink()
+        (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        metrics_path = self.dir / "metrics.jsonl"
+        if checkpoint and metrics_path.exists():
+            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
+            lines = metrics_path.read_text().splitlines()
+            metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step))
+        self.metrics_file = open(metrics_path, "a")
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                                    name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir))
+        self.progress_bar = None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step",
+                                         dynamic_ncols=True)
+            except ImportError:  # a copied script without tqdm falls back to plain progress lines
+                pass
+        self.previous_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def new_directory(args) -> Path:
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+            try:
+                path = Path(args.output_dir) / (name + suffix)
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as error:
+                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory there ({error.strerror})") from None
+        raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
+
+    def request_stop(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_signal is not None
+
+    # ---- the step counter and its cadences ----
+    def advance(self, steps: int) -> None:
+        self.previous_step, self.global_step = self.global_step, self.global_step + steps
+        if self.progress_bar is not None:
+            self.progress_bar.update(steps)
+
+    def due(self, every: int) -> bool:
+        """True on the step that crosses a multiple of `every` (0: never)."""
+        return crossed(self.previous_step, self.global_step, every)
+
+    def start_learning_clock(self) -> None:
+        """Speed is measured over the learning phase only: from the first gradient step on."""
+        if self.learning_clock is None:
+            self.learning_clock = (time.time(), self.previous_step)
+
+    def sps(self) -> float:
+        if self.learning_clock is None:
+            return 0.0
+        seconds = time.time() - self.learning_clock[0] - self.eval_seconds
+        return (self.global_step - self.learning_clock[1]) / seconds if seconds > 0 else 0.0
+
+    # ---- metrics ----
+    def log(self, metrics: dict) -> None:
+        """One event of metrics.jsonl (and of W&B with --track)."""
+        record = {"global_step": self.global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=self.global_step)
+
+    def log_episode(self, episode_return: float, length: int) -> None:
+        self.episodes += 1
+        self.last_return = float(episode_return)
+        self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(length)})
+
+    def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Read the latest losses (the only host synchronisation of the learning phase), stop on a non-finite one,
+        and write them with the speed and the progress line."""
+        values = {name: float(value) for name, value in metrics.items()}
+        bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
+        sps = self.sps()
+        self.log({**values, "charts/SPS": round(sps, 1)})
+        text = f"SPS {sps:.0f}" + (f", return {self.last_return:.1f}" if self.last_return is not None else "")
+        if self.progress_bar is not None:
+            self.progress_bar.set_postfix_str(text)
+        else:
+            print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
+
+    def log_evaluation(self, evaluate) -> dict:
+        """Run `evaluate()` (a dict of eval/... metrics), log it, and keep its time out of the speed."""
+        started = time.time()
+        self.last_eval, self.last_eval_step = evaluate(), self.global_step
+        self.eval_seconds += time.time() - started if self.learning_clock is not None else 0.0
+        self.log(self.last_eval)
+        return self.last_eval
+
+    # ---- checkpoints ----
+    def kept_checkpoint(self) -> str:
+        return f"the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists() else "no checkpoint was written"
+
+    def save(self) -> None:
+        """Write checkpoint.pt atomically (a temporary file, then os.replace), so a crash mid-write keeps the previous
+        one; never over a good checkpoint with NaN or inf weights."""
+        state = {"script": SCRIPT, "args": asdict(self.args), "global_step": self.global_step,
+                 "episodes": self.episodes, "rng": rng_state(), **self.checkpoint_state()}
+        bad = non_finite_entry({key: value for key, value in state.items() if key != "buffer"})
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
+        temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    # ---- the end ----
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        """On any way out, Ctrl-C and crashes included, save what was learned (unless it is no longer finite)."""
+        try:
+            if error_type is not NonFiniteLoss:
+                self.save()
+        finally:
+            for s, handler in self.previous_handlers.items():
+                signal.signal(s, handler)
+            self.metrics_file.close()
+            if self.progress_bar is not None:
+                self.progress_bar.close()
+            if self.wandb is not None:
+                self.wandb.finish()
+
+    def finish(self, **extra) -> dict:
+        """Write summary.json and print the closing line; the returned dict carries the exit status."""
+        summary = {
+            "global_step": self.global_step,
+            "train_sps": round(self.sps(), 1),
+            "eval_return_mean": self.last_eval["eval/return_mean"] if self.last_eval else None,
+            "eval_return_std": self.last_eval["eval/return_std"] if self.last_eval else None,
+            "episodes": self.episodes,
+            "wall_time_s": round(time.time() - self.start_time, 2),
+            "run_dir": str(self.dir.resolve()),
+            "interrupted": self.stop_requested,
+            **extra,
+        }
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"{self.dir}: step {self.global_step}, eval return {summary['eval_return_mean']}, "
+              f"train SPS {summary['train_sps']}" + (" (interrupted)" if self.stop_requested else ""), file=sys.stderr)
+        return {**summary, "exit_code": EXIT_INTERRUPTED if self.stop_requested else EXIT_OK}
+
+
+def main(args) -> int:
+    """Train (or, with --eval-only, evaluate a checkpoint); bad input exits 2, a non-finite loss 1, Ctrl-C 130."""
+    try:
+        return (evaluate_checkpoint(args) if args.eval_only else train(args))["exit_code"]
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+
+
+# ---- end of the shared plumbing ----
+
+
+# ---- What only this script saves, restores and checks ----
+def pickle_envs(envs) -> bytes:
+    """The environments' full state, for an exact resume. Classic-control envs pickle with their state; MuJoCo envs
+    pickle as constructor arguments only, so their physics state and random generator are saved beside them."""
+    physics = []
+    for env in envs.unwrapped.envs if hasattr(envs.unwrapped, "envs") else envs.envs:
+        base = env.unwrapped
+        if hasattr(base, "model") and hasattr(base, "data"):
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            state = np.empty(mujoco.mj_stateSize(base.model, spec))
+            mujoco.mj_getState(base.model, base.data, state, spec)
+            physics.append((state, base.np_random.bit_generator.state))
+        else:
+            physics.append(None)
+    return pickle.dumps((envs, physics))
+
+
+def unpickle_envs(blob: bytes):
+    envs, physics = pickle.loads(blob)
+    for env, saved in zip(envs.unwrapped.envs, physics):
+        if saved is not None:
+            import mujoco
+
+            base = env.unwrapped
+            mujoco.mj_setState(base.model, base.data, saved[0], mujoco.mjtState.mjSTATE_INTEGRATION)
+            mujoco.mj_forward(base.model, base.data)
+            base.np_random.bit_generator.state = saved[1]
+    return envs
+
+
 def validate(args: Args) -> None:
     if args.autotune is None:
         args.autotune = args.variant == "v2"
     checks = [
-        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
-        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}"),
-        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
-        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
-        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
-        (args.alpha > 0.0, f"--alpha must be > 0 (it is optimised as log alpha), got {args.alpha}"),
         (args.reward_scale > 0.0, f"--reward-scale must be > 0, got {args.reward_scale}"),
-        (min(args.policy_lr, args.q_lr) > 0.0, "--policy-lr and --q-lr must be > 0"),
-        (min(args.policy_frequency, args.target_network_frequency) >= 1, "--policy-frequency and --target-network-frequency must be >= 1"),
-        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1, f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
+        (args.policy_frequency >= 1, f"--policy-frequency must be >= 1, got {args.policy_frequency}"),
         (args.log_std_min < args.log_std_max, "--log-std-min must be below --log-std-max"),
-        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
-        (min(args.eval_every, args.checkpoint_every) >= 0 and args.log_every >= 1, "--eval-every, --checkpoint-every >= 0 and --log-every >= 1"),
-        (not (args.device == "cuda" and not torch.cuda.is_available()), "--device cuda: no CUDA device is available; use --device cpu"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    check_common_args(args)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto: cuda when available, else cpu."""
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
-
-
-def boundary_crossed(before: int, after: int, every: int) -> bool:
-    """True when a multiple of `every` lies in (before, after]: with N envs the step counter jumps by N."""
-    return every > 0 and after // every > before // every
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------------------------
-def train(args: Args) -> dict:
+def prepare(args: Args) -> dict | None:
+    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run)."""
     validate(args)
-    if args.track:
-        check_wandb_credentials()
-    device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.resume, args) if args.resume else None
-    if checkpoint is not None:
-        run_dir = Path(args.resume).resolve().parent
-    else:
-        run_dir = Path(args.output_dir) / f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume, "--resume")
+        saved = checkpoint["args"]
+        for key in ("env_id", "variant", "hidden_sizes", "buffer_size", "num_envs"):
+            if tuple(np.atleast_1d(saved[key])) != tuple(np.atleast_1d(getattr(args, key))):
+                raise UsageError(f"--resume {args.resume}: the checkpoint has --{key.replace('_', '-')} {saved[key]}, "
+                                 f"this run has {getattr(args, key)}")
     seed_everything(args.seed, args.torch_deterministic)
-    envs = make_vector_env(args.env_id, args.num_envs)
-    if args.target_entropy is None:
-        args.target_entropy = -float(np.prod(envs.single_action_space.shape))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+    return checkpoint
 
-    obs_size = int(np.prod(envs.single_observation_space.shape))
-    action_size = int(np.prod(envs.single_action_space.shape))
-    agent = Agent(args, obs_size, envs.single_action_space).to(device)
-    learner = Learner(agent, args)
-    buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs_size, action_size, device)
 
-    global_step, gradient_step, episodes = 0, 0, 0
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
-        for name, optimizer in learner.optimizers().items():
-            optimizer.load_state_dict(checkpoint["optimizers"][name])
-        global_step, gradient_step, episodes = checkpoint["global_step"], checkpoint["gradient_step"], checkpoint["episodes"]
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        envs.close()
-        envs = unpickle_envs(checkpoint["envs"])
-        obs = checkpoint["obs"]
-        if checkpoint["buffer"] is not None:
-            buffer.load_state_dict(checkpoint["buffer"])
-        else:
-            print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one", file=sys.stderr)
-    else:
-        envs.action_space.seed(args.seed)
-        obs, _ = envs.reset(seed=args.seed)
-
-    action_scale, action_bias = agent.actor.action_scale.cpu().numpy(), agent.actor.action_bias.cpu().numpy()
-    start_time = time.time()
-    logger = RunLogger(run_dir, args, start_time, global_step if checkpoint is not None else None)
-    checkpoint_path = run_dir / "checkpoint.pt"
-
-    stop = {"signal": None}
-
-    def request_stop(signum, frame):
-        stop["signal"] = signum
-
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    last_return, eval_returns, last_eval_step = None, None, None
-    learning_start_time, learning_start_step = None, None
-    metrics: dict[str, torch.Tensor] = {}
-    healthy = True
-    try:
-        while global_step < args.total_timesteps and stop["signal"] is None:
-            if global_step < args.learning_starts:
-                env_actions = envs.action_space.sample()
-                actions = (env_actions - action_bias) / action_scale
-            else:
-                with torch.no_grad():
-                    actions = agent.actor.explore(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                env_actions = actions * action_scale + action_bias
-            next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
-
-            # The true next observation of a finished episode is in final_obs; next_obs already starts the next one.
-            real_next_obs = next_obs.copy()
-            if "_final_obs" in infos:
-                for i in np.flatnonzero(infos["_final_obs"]):
-                    real_next_obs[i] = infos["final_obs"][i]
-            buffer.add(obs, actions, rewards, real_next_obs, terminations)
-            obs = next_obs
-
-            before = global_step
-            global_step += args.num_envs
-            if "_episode" in infos:
-                for i in np.flatnonzero(infos["_episode"]):
-                    episodes += 1
-                    last_return = float(infos["episode"]["r"][i])
-                    logger.log(global_step, {"charts/episodic_return": last_return, "charts/episodic_length": int(infos["episode"]["l"][i])})
-
-            if global_step > args.learning_starts and buffer.size >= args.batch_size:
-                if learning_start_time is None:
-                    learning_start_time, learning_start_step = time.time(), before
-                for _ in range(args.num_envs):  # one gradient step per environment step, as in the papers
-                    gradient_step += 1
-                    metrics = learner.update(buffer.sample(args.batch_size), gradient_step)
-
-            if boundary_crossed(before, global_step, args.log_every):
-                # The only host synchronisation of the learning phase: read the latest losses.
-                values = {name: value.item() for name, value in metrics.items()}
-                bad = [name for name, value in values.items() if not math.isfinite(value)]
-                if bad:
-                    saved = f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path.exists() else ""
-                    raise NonFiniteLoss(f"{bad[0]} is {values[bad[0]]} at step {global_step}{saved}")
-                sps = (global_step - learning_start_step) / (time.time() - learning_start_time) if learning_start_time else 0.0
-                logger.log(global_step, {**values, "charts/SPS": round(sps, 1)})
-                logger.progress_line(global_step, sps, last_return)
-            if boundary_crossed(before, global_step, args.eval_every):
-                eval_returns, last_eval_step = evaluate(agent, args, device, args.eval_episodes), global_step
-                logger.log(global_step, {"eval/return_mean": float(eval_returns.mean()), "eval/return_std": float(eval_returns.std())})
-            if boundary_crossed(before, global_step, args.checkpoint_every):
-                save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, episodes, envs, obs, args)
-    except NonFiniteLoss:
-        healthy = False
-        raise
-    finally:
-        for s, handler in previous_handlers.items():
-            signal.signal(s, handler)
-        if healthy:  # also on an exception or Ctrl-C: nothing learned is lost
-            save_checkpoint(checkpoint_path, agent, learner, buffer, global_step, gradient_step, episodes, envs, obs, args)
-        envs.close()
-        if not healthy:
-            logger.close()
-
-    if stop["signal"] is None and last_eval_step != global_step:
-        eval_returns = evaluate(agent, args, device, args.eval_episodes)
-        logger.log(global_step, {"eval/return_mean": float(eval_returns.mean()), "eval/return_std": float(eval_returns.std())})
-    train_sps = (global_step - learning_start_step) / (time.time() - learning_start_time) if learning_start_time else 0.0
-    summary = {
-        "global_step": global_step,
-        "train_sps": round(train_sps, 1),
-        "eval_return_mean": float(eval_returns.mean()) if eval_returns is not None else None,
-        "eval_return_std": float(eval_returns.std()) if eval_returns is not None else None,
-        "episodes": episodes,
-        "wall_time_s": round(time.time() - start_time, 2),
-        "run_dir": str(run_dir),
-        "interrupted": stop["signal"] is not None,
+def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer, envs, obs: np.ndarray, args: Args) -> dict:
+    """What an exact resume needs beyond the shared fields: networks, optimizers, environments, the replay buffer."""
+    return {
+        "agent": agent.state_dict(),
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in learner.optimizers().items()},
+        "gradient_steps": learner.gradient_steps,
+        "envs": pickle_envs(envs),
+        "obs": torch.from_numpy(obs),
+        "buffer": buffer.state_dict() if args.save_buffer else None,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    logger.close()
-    if args.capture_video and stop["signal"] is None:
-        evaluate(agent, args, device, 1, video_dir=str(run_dir / "videos"))
-    print(f"{run_dir}: step {global_step}, eval return {summary['eval_return_mean']}, train SPS {summary['train_sps']}", file=sys.stderr)
-    return {**summary, "exit_code": 130 if stop["signal"] is not None else 0}
+
+
+def restore(checkpoint: dict, envs, agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args):
+    """Load a checkpoint_state into the run; returns the saved environments and their current observation."""
+    agent.load_state_dict(checkpoint["agent"])
+    for name, optimizer in learner.optimizers().items():
+        optimizer.load_state_dict(checkpoint["optimizers"][name])
+    learner.gradient_steps = checkpoint["gradient_steps"]
+    set_rng_state(checkpoint["rng"])
+    envs.close()
+    if checkpoint["buffer"] is not None:
+        buffer.load_state_dict(checkpoint["buffer"])
+    else:
+        print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one",
+              file=sys.stderr)
+    return unpickle_envs(checkpoint["envs"]), checkpoint["obs"].numpy()
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-only: load a checkpoint's networks and evaluate them (and record a video with --capture-video)."""
-    state = load_checkpoint(args.eval_only)
+    """--eval-only: rebuild the actor of a checkpoint and evaluate it (with --capture-video, also record an episode)."""
+    state = load_checkpoint(args.eval_only, "--eval-only")
     saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
     saved.eval_episodes, saved.seed, saved.capture_video = args.eval_episodes, args.seed, args.capture_video
     device = resolve_device(args.device)
@@ -820,24 +981,14 @@ def evaluate_checkpoint(args: Args) -> dict:
     agent = Agent(saved, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
     env.close()
     agent.load_state_dict(state["agent"])
-    video_dir = str(Path(args.eval_only).resolve().parent / "videos") if args.capture_video else None
-    returns = evaluate(agent, saved, device, args.eval_episodes, video_dir)
-    result = {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()), "returns": returns.tolist()}
-    print(json.dumps(result))
-    return {**result, "exit_code": 0}
-
-
-def main(args: Args) -> int:
-    try:
-        result = evaluate_checkpoint(args) if args.eval_only else train(args)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLoss as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return result["exit_code"]
+    result = evaluate(agent, saved, device, args.eval_episodes)
+    if args.capture_video:
+        evaluate(agent, saved, device, 1, video_dir=str(Path(args.eval_only).resolve().parent / "videos"))
+    summary = {"eval_return_mean": result["eval/return_mean"], "eval_return_std": result["eval/return_std"],
+               "global_step": state["global_step"], "checkpoint": args.eval_only}
+    print(json.dumps(summary))
+    return {**summary, "exit_code": EXIT_OK}
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    raise SystemExit(main(tyro.cli(Args)))

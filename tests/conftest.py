@@ -23,3 +23,11 @@ def float64_default():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def eager_random_in_compiled_code():
+    """Compiled code draws the same random numbers as eager code. torch's own config.patch, not monkeypatch: pytest 9
+    cannot undo a setattr on torch._inductor.config, whose values live outside the module's __dict__."""
+    with torch._inductor.config.patch(fallback_random=True):
+        yield

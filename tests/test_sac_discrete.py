@@ -466,9 +466,8 @@ def test_learns_cartpole_well_beyond_random(tmp_path):
     assert summary["eval_return_mean"] >= 150.0, summary
 
 
-def test_compiled_update_equals_the_eager_update(float64_default, monkeypatch):
+def test_compiled_update_equals_the_eager_update(float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths: three updates from the same start, same parameters and metrics.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     batches = [sd.Batch(torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g), torch.randn(32, generator=g),

@@ -323,9 +323,8 @@ def test_discrete_soft_q_learning_beats_random_on_cartpole(tmp_path):
 
 
 @pytest.mark.parametrize("discrete", [True, False])
-def test_compiled_update_equals_the_eager_update(discrete, float64_default, monkeypatch):
+def test_compiled_update_equals_the_eager_update(discrete, float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths; the continuous case once failed here (one graph, two backwards).
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     torch._dynamo.reset()
     space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
     g = torch.Generator().manual_seed(0)
