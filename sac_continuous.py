@@ -4,7 +4,8 @@ Papers
 - v1: Haarnoja, Zhou, Abbeel, Levine 2018a, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep Reinforcement Learning
   with a Stochastic Actor", arXiv:1801.01290.
 - v2: Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905.
-Theory: docs/sac.md derives every target and loss below; the labels (SAC-n) in the docstrings are its equation numbers.
+Theory: docs/sac.md derives every target and loss below; the labels (SAC-n) in the docstrings are its equation
+numbers. Implementation traps: docs/pitfalls.md.
 Read top to bottom: the settings, the environments, the math, the networks, the replay buffer, one gradient step, the
 training loop, evaluation; below the "Plumbing" banner is only bookkeeping (run directory, checkpoints, errors).
 
@@ -51,9 +52,9 @@ class Args:
     env_id: str = "Pendulum-v1"
     """gymnasium environment with a Box action space"""
     variant: Literal["v1", "v2"] = "v2"
-    """v2: twin Q with target Q and learned temperature (2018b); v1: separate V network with target V, fixed alpha (2018a)"""
+    """v2: twin Q, target Q, learned temperature (2018b); v1: separate V network and target V, fixed alpha (2018a)"""
     total_timesteps: int = 15_000
-    """environment steps (Pendulum learns in ~10k; the papers use 1M (Hopper, Walker2d, HalfCheetah, Ant) to 10M (Humanoid))"""
+    """environment steps (Pendulum learns in ~10k; papers: 1M for Hopper, Walker2d, HalfCheetah, Ant; 10M Humanoid)"""
     num_envs: int = 1
     """parallel environments (gymnasium SyncVectorEnv); one gradient step is made per environment step"""
     buffer_size: int = 1_000_000
@@ -69,7 +70,7 @@ class Args:
     policy_lr: float = 3e-4
     """Adam learning rate of the actor (papers: 3e-4)"""
     q_lr: float = 1e-3
-    """Adam learning rate of the Q networks, the V network (v1) and log alpha (papers: 3e-4; 1e-3 as CleanRL, faster on Pendulum)"""
+    """Adam learning rate of Q, V (v1) and log alpha (papers: 3e-4; 1e-3 as CleanRL, faster on Pendulum)"""
     policy_frequency: int = 1
     """update the actor (and V, alpha) every this many gradient steps (papers: 1)"""
     target_network_frequency: int = 1
@@ -81,7 +82,7 @@ class Args:
     target_entropy: float | None = None
     """entropy target H-bar for --autotune; default -dim(A), measured in the squashed [-1, 1] action space"""
     reward_scale: float = 1.0
-    """multiply rewards by this (inverse temperature; v1 paper: 5 for Hopper/Walker2d/HalfCheetah/Ant, 20 for Humanoid)"""
+    """multiply rewards by this, an inverse temperature (v1 paper: 5 Hopper, Walker2d, HalfCheetah, Ant; 20 Humanoid)"""
     hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer widths of every network (papers: 256, 256)"""
     log_std_min: float = -5.0
@@ -126,11 +127,13 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     except gym.error.Error as error:
         raise UsageError(f"--env-id {env_id}: {error}") from None
     except ImportError as error:
-        raise UsageError(f"--env-id {env_id} needs a missing package ({error}); e.g. pip install 'gymnasium[mujoco]'") from None
+        raise UsageError(f"--env-id {env_id} needs a missing package ({error}); e.g. pip install 'gymnasium[mujoco]'"
+                         ) from None
     if isinstance(env.action_space, gym.spaces.Discrete):
-        raise UsageError(f"--env-id {env_id} has discrete actions: use sac_discrete.py (this script needs a Box action space)")
+        raise UsageError(f"--env-id {env_id} has discrete actions: use sac_discrete.py (this script needs Box actions)")
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
-        raise UsageError(f"--env-id {env_id}: needs Box observation and action spaces, got {env.observation_space} and {env.action_space}")
+        raise UsageError(f"--env-id {env_id}: needs Box observation and action spaces, "
+                         f"got {env.observation_space} and {env.action_space}")
     if not np.all(np.isfinite(env.action_space.low)) or not np.all(np.isfinite(env.action_space.high)):
         raise UsageError(f"--env-id {env_id}: the action space must be bounded, got {env.action_space}")
     return env
@@ -140,7 +143,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
     and the observation returned is already the next episode's first, so no stored transition crosses an episode
     boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead;
-    docs/pitfalls.md#autoreset)."""
+    docs/pitfalls.md#vector-autoreset)."""
     make_env(env_id).close()  # validate once, with a clear error
     envs = gym.vector.SyncVectorEnv(
         [functools.partial(gym.make, env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
@@ -162,13 +165,14 @@ def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 # The math: each target and loss of docs/sac.md as a function of tensors. Batch vectors are (B,), the twin Q (2, B).
 # ----------------------------------------------------------------------------------------------------------------------
 def log_one_minus_tanh_squared(u: torch.Tensor) -> torch.Tensor:
-    """log(1 - tanh^2(u)) = 2 (log 2 - u - softplus(-2u)), exact and finite for any u (001 Eq. 18 as corrected in
-    NOTES.md error 1; never log(1 - a^2 + eps), biased near saturation, nor atanh of a clipped action)."""
+    """log(1 − tanh²u) = 2(log 2 − u − softplus(−2u)), softplus(x) = log(1 + eˣ)  — (SAC-4).
+    Exact and finite for any u; never log(1 − a² + ε), biased near saturation, nor atanh of a clipped action
+    (docs/pitfalls.md#tanh-log-prob)."""
     return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
 
 
 def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi(a|s) = log N(u; mu, sigma) - sum_i log(1 - tanh^2(u_i)) for a = tanh(u)  (001 Eq. 17-18).
+    """log π(a|s) = log N(u; μ, σ) − Σ_i log(1 − tanh²u_i) for a = tanh(u)  — (SAC-3); 2018a, Appendix C.
 
     This is the density of the squashed action in [-1, 1]; the environment's action low + (a + 1) * scale has density
     lower by sum_i log(scale_i), a constant. The entropy target -dim(A) is measured in the [-1, 1] space, as in the
@@ -178,40 +182,44 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
-    """y = r + gamma (1 - d) (min_i Qbar_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s') from the current policy
-    (001 Eq. 12-13, with the (1 - d) mask that Eq. 12 omits). d is `terminated` only: a time-limit truncation is not
-    part of the MDP, so it bootstraps."""
+    """y = r + γ(1 − d)(min_i Q̄_i(s', ã') − α log π(ã'|s')), ã' ~ π(·|s') now  — (SAC-9); 2018b, Eq. 5-6
+    plus the done mask. d is `terminated` only: a time limit is not part of the MDP, so it bootstraps
+    (docs/pitfalls.md#truncation-vs-termination)."""
     next_v = next_q.min(dim=0).values - alpha * next_log_prob
     return reward + gamma * (1.0 - terminated) * next_v
 
 
 def soft_q_target_v1(reward, terminated, next_v_target, gamma):
-    """y = r + gamma (1 - d) Vbar(s'), with the Polyak-averaged target V network (002 J2; NOTES.md "SAC v1")."""
+    """y = r + γ(1 − d) V_ψ̄(s'), with the Polyak-averaged target V network  — (SAC-7); 2018a, Eq. 8 plus the
+    done mask it omits."""
     return reward + gamma * (1.0 - terminated) * next_v_target
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """J_Q = sum_i E[1/2 (Q_i(s,a) - y)^2] over the twin critics (001 Eq. 12; 002 J2). q: (2, B), target: (B,)."""
+    """J_Q = Σ_i E[½(Q_i(s,a) − y)²] over the twin critics  — (SAC-8); 2018a, Eq. 7; 2018b, Eq. 5.
+    q: (2, B), target: (B,)."""
     return 0.5 * ((q - target) ** 2).mean(dim=1).sum()
 
 
 def value_target(q_new: torch.Tensor, log_prob: torch.Tensor, alpha) -> torch.Tensor:
-    """V target = min_i Q_i(s, a) - alpha log pi(a|s), a ~ pi(.|s) freshly sampled, not from the buffer (002 J1)."""
+    """V target = min_i Q_i(s, a) − α log π(a|s), a ~ π(·|s) freshly sampled, not from the buffer  — (SAC-6);
+    2018a, Eq. 5 with α kept."""
     return q_new.min(dim=0).values - alpha * log_prob
 
 
 def value_loss(v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """J_V(psi) = E_s[1/2 (V_psi(s) - target)^2]  (002 J1; 004 "Soft Actor-Critic (SAC)" with alpha restored, error 6)."""
+    """J_V(ψ) = E_s[½(V_ψ(s) − target)²]  — (SAC-6); 2018a, Eq. 5 with α kept (dropping it assumes α = 1)."""
     return 0.5 * ((v - target) ** 2).mean()
 
 
 def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tensor:
-    """J_pi(phi) = E_{s, eps}[alpha log pi(a|s) - min_i Q_i(s, a)], a = tanh(mu + sigma eps) reparameterized (001 Eq. 14-16)."""
+    """J_π(φ) = E_{s,ε}[α log π(ã|s) − min_i Q_i(s, ã)], ã = tanh(μ + σε) reparameterized  — (SAC-10);
+    2018b, Eq. 9."""
     return (alpha * log_prob - q_new.min(dim=0).values).mean()
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """J(alpha) = E_{a~pi}[-alpha (log pi(a|s) + H-bar)]  (001 Eq. 19-23), written with log alpha in place of alpha:
+    """J(α) = E_{a~π}[−α(log π(a|s) + H̄)]  — (SAC-11); 2018b, Eq. 18; written as (SAC-12), log α in place of α:
     the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
     softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
     estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
@@ -220,7 +228,7 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """theta_bar <- tau theta + (1 - tau) theta_bar, all tensors in one fused call."""
+    """θ̄ ← τθ + (1 − τ)θ̄  — (SAC-13); 2018b, Algorithm 1. One fused call over all tensors, not a Python loop."""
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
@@ -243,7 +251,7 @@ class EnsembleLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, in_size, out_size))
         self.bias = nn.Parameter(torch.empty(members, 1, out_size))
-        bound = 1.0 / math.sqrt(in_size)  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(in), 1/sqrt(in))
+        bound = 1.0 / math.sqrt(in_size)  # nn.Linear's kaiming_uniform(a=sqrt(5)) is U(-1/sqrt(in), 1/sqrt(in))
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
@@ -273,7 +281,7 @@ class TwinQ(nn.Module):
 
 class Actor(nn.Module):
     """Gaussian policy squashed by tanh: u = mu + sigma * eps, a = tanh(u) in [-1, 1], then rescaled affinely to the
-    environment's bounds (NOTES.md pitfall 5: keep the policy in [-1, 1], map with action_scale and action_bias)."""
+    environment's bounds with action_scale and action_bias  — (SAC-2), (SAC-5); docs/pitfalls.md#action-rescaling."""
 
     def __init__(self, obs_size, action_size, hidden_sizes, action_low, action_high, log_std_min, log_std_max):
         super().__init__()
@@ -289,22 +297,22 @@ class Actor(nn.Module):
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterized sample a = tanh(mu + sigma * eps) in [-1, 1] and its log-probability log pi(a|s), shape (B,)."""
+        """Reparameterized a = tanh(μ + σ ⊙ ε) in [−1, 1] and log π(a|s) of (SAC-3), shape (B,)  — (SAC-2)."""
         mean, log_std = self(obs)
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
     def explore(self, obs: torch.Tensor) -> torch.Tensor:
-        """A sample a = tanh(mu + sigma * eps) for acting in the environment, without the log-probability it does not need."""
+        """a = tanh(μ + σ ⊙ ε) for acting, without the log-probability it does not need  — (SAC-2)."""
         mean, log_std = self(obs)
         return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """The evaluation action tanh(mu), in [-1, 1] (NOTES.md pitfall 10)."""
+        """The evaluation action tanh(μ), in [−1, 1]  — (SAC-14); docs/pitfalls.md#deterministic-evaluation."""
         return torch.tanh(self(obs)[0])
 
     def to_env(self, action: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] -> [low, high]: low + (a + 1)(high - low)/2."""
+        """[−1, 1] → [low, high]: low + (a + 1)(high − low)/2  — (SAC-5)."""
         return action * self.action_scale + self.action_bias
 
 
@@ -314,7 +322,8 @@ class Agent(nn.Module):
     def __init__(self, args: Args, obs_size: int, action_space: gym.spaces.Box):
         super().__init__()
         action_size = int(np.prod(action_space.shape))
-        self.actor = Actor(obs_size, action_size, args.hidden_sizes, action_space.low, action_space.high, args.log_std_min, args.log_std_max)
+        self.actor = Actor(obs_size, action_size, args.hidden_sizes, action_space.low, action_space.high,
+                           args.log_std_min, args.log_std_max)
         self.critic = TwinQ(obs_size, action_size, args.hidden_sizes)
         if args.variant == "v2":
             self.critic_target = TwinQ(obs_size, action_size, args.hidden_sizes)
@@ -368,7 +377,8 @@ class ReplayBuffer:
         return Batch(*(store[index] for store in self.data))
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "size": self.size, **{k: v[: self.size].cpu() for k, v in self.data._asdict().items()}}
+        filled = {name: store[: self.size].cpu() for name, store in self.data._asdict().items()}
+        return {"position": self.position, "size": self.size, **filled}
 
     def load_state_dict(self, state: dict) -> None:
         self.position, self.size = state["position"], state["size"]
@@ -395,18 +405,21 @@ class Learner:
         self.policy_optimizers = [self.actor_optimizer] + ([self.value_optimizer] if args.variant == "v1" else [])
         if args.autotune:
             self.policy_optimizers.append(self.alpha_optimizer)
-        self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups for p in group["params"]]
+        self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups
+                              for p in group["params"]]
         self.gradient_steps = 0
         if args.compile:  # the same two functions, traced and fused by torch.compile; the optimizer steps stay eager
             self.critic_losses = torch.compile(self.critic_losses)
             self.policy_losses = torch.compile(self.policy_losses)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        names = ["q_optimizer", "actor_optimizer", "alpha_optimizer"] + (["value_optimizer"] if self.args.variant == "v1" else [])
+        names = ["q_optimizer", "actor_optimizer", "alpha_optimizer"]
+        names += ["value_optimizer"] if self.args.variant == "v1" else []
         return {name: getattr(self, name) for name in names}
 
     def critic_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """J_Q towards the v2 target (twin target Q, next action from the current policy) or the v1 target (target V)."""
+        """J_Q (SAC-8) towards the v2 target (SAC-9: twin target Q, next action from the current policy) or the v1
+        target (SAC-7: target V)."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         reward = args.reward_scale * batch.rewards
@@ -423,14 +436,15 @@ class Learner:
         return loss, {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
 
     def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Actor loss, plus the V loss (v1) and the temperature loss (--autotune), all from the same fresh actions and the
-        just-updated critic (NOTES.md pitfall 14). They share no parameters, so their sum has one backward pass."""
+        """Actor loss, plus the V loss (v1) and the temperature loss (--autotune), all from the same fresh actions and
+        the just-updated critic (docs/pitfalls.md#fresh-q-for-actor): (SAC-10), (SAC-6) for v1, (SAC-12)."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         action, log_prob = agent.actor.sample(obs)
         q_new = agent.critic(obs, action)
         loss = actor_loss(log_prob, q_new, alpha)
-        metrics = {"losses/actor_loss": loss.detach(), "losses/entropy": -log_prob.detach().mean(), "losses/alpha": alpha}
+        metrics = {"losses/actor_loss": loss.detach(), "losses/entropy": -log_prob.detach().mean(),
+                   "losses/alpha": alpha}
         if args.variant == "v1":
             v_loss = value_loss(agent.value(obs).squeeze(-1), value_target(q_new, log_prob, alpha).detach())
             loss = loss + v_loss
@@ -442,7 +456,8 @@ class Learner:
         return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step: the critics (SAC-8), then the actor with V (SAC-5) and alpha (SAC-16), then the targets."""
+        """One gradient step (2018b, Algorithm 1): the critics (SAC-8), then the actor (SAC-10) with V (SAC-6, v1) and
+        α (SAC-12), then the targets (SAC-13)."""
         self.gradient_steps += 1
         loss, metrics = self.critic_losses(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
@@ -478,7 +493,7 @@ def train(args: Args) -> dict:
     device = resolve_device(args.device)
     envs = make_vector_env(args.env_id, args.num_envs)
     if args.target_entropy is None:
-        args.target_entropy = -float(np.prod(envs.single_action_space.shape))  # H-bar = -dim(A), (SAC-15)
+        args.target_entropy = -float(np.prod(envs.single_action_space.shape))  # H̄ = −dim(A), (SAC-11)
     obs_size = int(np.prod(envs.single_observation_space.shape))
     action_size = int(np.prod(envs.single_action_space.shape))
     agent = Agent(args, obs_size, envs.single_action_space).to(device)
@@ -499,10 +514,11 @@ def train(args: Args) -> dict:
                 actions = (env_actions - action_bias) / action_scale  # stored in the policy's [-1, 1] space
             else:
                 with torch.no_grad():
-                    actions = agent.actor.explore(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                    obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                    actions = agent.actor.explore(obs_tensor).cpu().numpy()
                 env_actions = actions * action_scale + action_bias
             next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
-            # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SAC-7).
+            # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SAC-9).
             buffer.add(obs, actions, rewards, true_next_obs(next_obs, infos), terminations)
             obs = next_obs
             run.advance(args.num_envs)
@@ -532,7 +548,7 @@ def train(args: Args) -> dict:
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------------
 def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> dict:
-    """Mean and spread of the returns of the deterministic policy tanh(mu) (SAC-13), on a separate environment."""
+    """Mean and spread of the returns of the deterministic policy tanh(μ) (SAC-14), on a separate environment."""
     env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
@@ -542,7 +558,8 @@ def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, vide
         done, total = False, 0.0
         while not done:
             with torch.no_grad():
-                action = agent.actor.to_env(agent.actor.deterministic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = agent.actor.to_env(agent.actor.deterministic(obs_tensor))
             obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
             total += float(reward)
             done = terminated or truncated
@@ -605,11 +622,12 @@ def check_common_args(args) -> None:
         (args.buffer_size >= 1, f"--buffer-size must be >= 1, got {args.buffer_size}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
         (args.batch_size <= args.buffer_size,
-         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower it or raise --buffer-size"),
+         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower one"),
         (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
-        (args.target_network_frequency >= 1, f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
+        (args.target_network_frequency >= 1,
+         f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
         (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
-        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} and {args.q_lr}"),
+        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} {args.q_lr}"),
         (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
          f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
         (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
@@ -672,7 +690,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupted, or not a torch file
-        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?") from None
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?"
+                         ) from None
     if not isinstance(state, dict) or state.get("script") != SCRIPT or "args" not in state:
         found = state.get("script") if isinstance(state, dict) else None
         other = f"{found}.py" if found else "another program"
@@ -716,7 +735,8 @@ class Run:
         if checkpoint and metrics_path.exists():
             # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
             lines = metrics_path.read_text().splitlines()
-            metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step))
+            kept = [line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step]
+            metrics_path.write_text("".join(kept))
         self.metrics_file = open(metrics_path, "a")
         self.wandb = None
         if args.track:
@@ -746,7 +766,8 @@ class Run:
             except FileExistsError:
                 continue
             except OSError as error:
-                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory there ({error.strerror})") from None
+                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory ({error.strerror})"
+                                 ) from None
         raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
 
     def request_stop(self, signum, frame) -> None:
@@ -816,7 +837,9 @@ class Run:
 
     # ---- checkpoints ----
     def kept_checkpoint(self) -> str:
-        return f"the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists() else "no checkpoint was written"
+        if self.checkpoint_path.exists():
+            return f"the last good checkpoint is {self.checkpoint_path}"
+        return "no checkpoint was written"
 
     def save(self) -> None:
         """Write checkpoint.pt atomically (a temporary file, then os.replace), so a crash mid-write keeps the previous
