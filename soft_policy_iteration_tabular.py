@@ -1,6 +1,6 @@
 """Tabular soft policy iteration, with its theorems checked numerically.
 
-Soft policy iteration (Haarnoja et al. 2018, "Soft Actor-Critic", Lemmas 1-2 and Theorem 1) alternates
+Soft policy iteration (Haarnoja et al. 2018a, Lemmas 1-2 and Theorem 1) alternates
     soft policy evaluation:   Q <- T_pi Q  until convergence, where
                               (T_pi Q)(s,a) = r(s,a) + gamma E_{s'} E_{a'~pi}[Q(s',a') - alpha log pi(a'|s')]
     soft policy improvement:  pi_new(.|s) proportional to exp(Q^{pi_old}(s,.) / alpha)
@@ -8,12 +8,20 @@ and converges to the optimal maximum-entropy policy pi*(a|s) = exp((Q*(s,a) - V*
 
 On a finite MDP every quantity can be computed exactly, so this script checks the theory as it runs:
 - Lemma 1 (soft policy evaluation): T_pi is a gamma-contraction in the sup norm, ||T Q1 - T Q2|| <= gamma ||Q1 - Q2||
-  (notes 001_c094164ded39a75a.txt Eq. 6); its fixed point equals the solution of the linear system (I - gamma P_pi) Q = r_pi.
-- Lemma 2 (soft policy improvement): Q^{pi_new} >= Q^{pi_old} everywhere (001 Eq. 7-11).
+  (SPI-5); its fixed point equals the solution of the linear system (I - gamma P_pi) Q = r_pi (SPI-6).
+- Lemma 2 (soft policy improvement): Q^{pi_new} >= Q^{pi_old} everywhere (SPI-8).
 - Theorem (soft policy iteration): the iteration converges to Q*, the fixed point of soft value iteration
-  Q(s,a) = r(s,a) + gamma E_{s'}[alpha log sum_a' exp(Q(s',a')/alpha)]  (000_bce46c73146642c0.txt "Soft Policy Iteration",
-  Theorem 3; 003_d078be8757ca7397.txt §4.1.1, Lemmas 1-2 and Theorem 1).
+  Q(s,a) = r(s,a) + gamma E_{s'}[alpha log sum_a' exp(Q(s',a')/alpha)]  (SPI-10, SPI-11).
 With --alpha 0 everything reduces to ordinary policy iteration and value iteration.
+
+Papers
+- Haarnoja, Zhou, Abbeel, Levine 2018a, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep RL with a Stochastic
+  Actor", arXiv:1801.01290 (Lemma 1, Lemma 2, Theorem 1; proofs in App. B).
+- Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905
+  (Eq. 2-4, with the temperature written out).
+- Haarnoja, Tang, Abbeel, Levine 2017, "Reinforcement Learning with Deep Energy-Based Policies", arXiv:1702.08165
+  (Theorems 1-3: soft value, soft Bellman equation, soft value iteration).
+Theory: docs/soft_policy_iteration.md (equations SPI-1 ... SPI-13).
 
 Run:  python soft_policy_iteration_tabular.py --env FrozenLake-v1 --alpha 0.05
 Exit status: 0 when every check holds, 1 when one is violated, 2 for bad input.
@@ -46,7 +54,7 @@ class Args:
     gamma: float = 0.95
     """discount factor, in [0, 1)"""
     tol: float = 1e-10
-    """stop policy evaluation when ||Q_{k+1} - Q_k||_inf < tol, and policy iteration when the policy moves less than tol"""
+    """stop policy evaluation when ||Q_{k+1} - Q_k||_inf < tol, and policy iteration when the policy moves less"""
     max_iterations: int = 100
     """at most this many rounds of evaluation + improvement"""
     max_evaluation_sweeps: int = 100_000
@@ -137,24 +145,24 @@ def toy_text_mdp(env_id: str, slippery: bool) -> FiniteMDP:
 # The math: soft values, operators, improvement
 # ----------------------------------------------------------------------------------------------------------------
 def entropy(policy: np.ndarray) -> np.ndarray:
-    """H(pi(.|s)) = -sum_a pi(a|s) log pi(a|s), the expectation (NOTES.md error 2), with 0 log 0 = 0."""
+    """H(pi(.|s)) = -sum_a pi(a|s) log pi(a|s), an expectation, with 0 log 0 = 0  — (SPI-2)."""
     safe = np.where(policy > 0.0, policy, 1.0)
     return -np.sum(policy * np.log(safe), axis=-1)
 
 
 def soft_state_value(Q: np.ndarray, policy: np.ndarray, alpha: float) -> np.ndarray:
-    """V(s) = E_{a~pi}[Q(s,a) - alpha log pi(a|s)] = pi(.|s)^T Q(s,.) + alpha H(pi(.|s))  (003 Eq. 4.4; 000 "Soft Value Functions")."""
+    """V(s) = E_{a~pi}[Q(s,a) - alpha log pi(a|s)] = pi(.|s)^T Q(s,.) + alpha H(pi(.|s))  — (SPI-3); 2018b, Eq. 3."""
     return np.sum(policy * Q, axis=-1) + alpha * entropy(policy)
 
 
 def soft_bellman_operator(Q: np.ndarray, mdp: FiniteMDP, policy: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
-    """(T_pi Q)(s,a) = r(s,a) + gamma E_{s'~p}[V(s')], V from soft_state_value  (001 Eq. 2-3; NOTES.md "Soft values")."""
+    """(T_pi Q)(s,a) = r(s,a) + gamma E_{s'~p}[V(s')], V from soft_state_value  — (SPI-4); 2018b, Eq. 2."""
     return mdp.R + gamma * mdp.P @ soft_state_value(Q, policy, alpha)
 
 
 def soft_policy_evaluation_exact(mdp: FiniteMDP, policy: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
     """The fixed point of T_pi by one linear solve: (I - gamma P_pi) q = r + gamma alpha P H(pi), over (s, a) pairs,
-    where P_pi[(s,a), (s',a')] = P[s,a,s'] pi(a'|s')."""
+    where P_pi[(s,a), (s',a')] = P[s,a,s'] pi(a'|s')  — (SPI-6)."""
     num_states, num_actions = mdp.R.shape
     P_pi = (mdp.P[:, :, :, None] * policy[None, None, :, :]).reshape(num_states * num_actions, -1)
     r_pi = (mdp.R + gamma * alpha * mdp.P @ entropy(policy)).reshape(-1)
@@ -163,7 +171,7 @@ def soft_policy_evaluation_exact(mdp: FiniteMDP, policy: np.ndarray, alpha: floa
 
 
 def soft_greedy_policy(Q: np.ndarray, alpha: float) -> np.ndarray:
-    """pi_new(a|s) = exp((Q(s,a) - V(s)) / alpha), V(s) = alpha logsumexp(Q(s,.)/alpha)  (Lemma 2; 000 footnote 2).
+    """pi_new(a|s) = exp((Q(s,a) - V(s)) / alpha), V(s) = alpha logsumexp(Q(s,.)/alpha)  — (SPI-7); 2018b, Eq. 4.
 
     Subtracting max_a Q before exponentiating is the stable softmax. With alpha = 0 this is the greedy argmax
     (ties go to the lowest action index, so the policy cannot flip between equal actions)."""
@@ -175,15 +183,18 @@ def soft_greedy_policy(Q: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def soft_max_value(Q: np.ndarray, alpha: float) -> np.ndarray:
-    """V*(s) = alpha log sum_a exp(Q(s,a)/alpha), computed stably; max_a Q(s,a) when alpha = 0  (NOTES.md "Soft optimality")."""
+    """V*(s) = alpha log sum_a exp(Q(s,a)/alpha), computed stably; max_a Q(s,a) when alpha = 0  — (SPI-9);
+    2017, Thm. 1."""
     q_max = Q.max(axis=1)
     if alpha == 0.0:
         return q_max
     return q_max + alpha * np.log(np.sum(np.exp((Q - q_max[:, None]) / alpha), axis=1))
 
 
-def soft_value_iteration(mdp: FiniteMDP, alpha: float, gamma: float, tol: float, max_sweeps: int) -> tuple[np.ndarray, int]:
-    """Q <- r + gamma P V*(Q) until ||Q_{k+1} - Q_k||_inf < tol; the reference Q* the iteration must reach."""
+def soft_value_iteration(mdp: FiniteMDP, alpha: float, gamma: float, tol: float,
+                         max_sweeps: int) -> tuple[np.ndarray, int]:
+    """Q <- r + gamma P V*(Q) until ||Q_{k+1} - Q_k||_inf < tol; the reference Q* the iteration must reach  — (SPI-10);
+    2017, Thm. 3."""
     Q = np.zeros_like(mdp.R)
     for sweep in range(1, max_sweeps + 1):
         Q_next = mdp.R + gamma * mdp.P @ soft_max_value(Q, alpha)
@@ -194,7 +205,7 @@ def soft_value_iteration(mdp: FiniteMDP, alpha: float, gamma: float, tol: float,
 
 
 def sup_norm(x: np.ndarray) -> float:
-    """||x||_inf = max |x| (001 Eq. 6 writes max x; NOTES.md error 5)."""
+    """||x||_inf = max |x|, with the absolute value (some write-ups drop it), the norm of Lemma 1  — (SPI-5)."""
     return float(np.max(np.abs(x)))
 
 
@@ -205,7 +216,7 @@ def soft_policy_evaluation(Q, mdp, policy, alpha, gamma, tol, max_sweeps):
     """Apply T_pi until ||Q_{k+1} - Q_k||_inf < tol. Returns (Q, sweeps, largest contraction ratio along the way).
 
     Along the iteration, ||Q_{k+2} - Q_{k+1}|| / ||Q_{k+1} - Q_k|| is a contraction ratio on the pair (Q_{k+1}, Q_k);
-    it is measured only while the difference is far above rounding error (eps * ||Q||), so the ratio is exact to ~1e-11."""
+    it is measured only while the difference is far above rounding error (eps * ||Q||), so it is exact to ~1e-11."""
     largest_ratio, previous_step = 0.0, None
     for sweep in range(1, max_sweeps + 1):
         Q_next = soft_bellman_operator(Q, mdp, policy, alpha, gamma)
@@ -219,19 +230,22 @@ def soft_policy_evaluation(Q, mdp, policy, alpha, gamma, tol, max_sweeps):
 
 
 def contraction_ratio_on_random_pairs(mdp, policy, alpha, gamma, num_pairs, rng) -> float:
-    """max over random (Q1, Q2) of ||T_pi Q1 - T_pi Q2||_inf / ||Q1 - Q2||_inf, which Lemma 1 bounds by gamma."""
+    """max over random (Q1, Q2) of ||T_pi Q1 - T_pi Q2||_inf / ||Q1 - Q2||_inf, which Lemma 1 bounds by gamma
+    — (SPI-5); 2018a, Lemma 1."""
     scale = 1.0 + sup_norm(mdp.R) / (1.0 - min(gamma, 0.99))
     largest = 0.0
     for _ in range(num_pairs):
         Q1 = rng.normal(scale=scale, size=mdp.R.shape)
         Q2 = Q1 + rng.normal(scale=scale * rng.uniform(0.01, 1.0), size=mdp.R.shape)
-        difference = sup_norm(soft_bellman_operator(Q1, mdp, policy, alpha, gamma) - soft_bellman_operator(Q2, mdp, policy, alpha, gamma))
+        difference = sup_norm(soft_bellman_operator(Q1, mdp, policy, alpha, gamma)
+                              - soft_bellman_operator(Q2, mdp, policy, alpha, gamma))
         largest = max(largest, difference / sup_norm(Q1 - Q2))
     return largest
 
 
 def soft_policy_iteration(mdp: FiniteMDP, args: Args, log=print) -> dict:
-    """Evaluate, improve, repeat until the policy stops moving; check Lemma 1, Lemma 2 and the theorem on the way."""
+    """Evaluate, improve, repeat until the policy stops moving; check Lemma 1, Lemma 2 and the theorem on the way  —
+    (SPI-8), (SPI-11); 2018a, Theorem 1."""
     alpha, gamma, tol = args.alpha, args.gamma, args.tol
     rng = np.random.default_rng(args.seed)
     nonterminal = ~mdp.terminal
@@ -249,10 +263,12 @@ def soft_policy_iteration(mdp: FiniteMDP, args: Args, log=print) -> dict:
     history = []
     largest_ratio, smallest_margin, largest_linear_gap = 0.0, float("inf"), 0.0
     converged = False
-    log(f"{'iter':>4} {'sweeps':>7} {'max ratio':>10} {'min margin':>12} {'|Q-Q_lin|':>10} {'|Q-Q*|':>10} {'entropy':>8}")
+    log(f"{'iter':>4} {'sweeps':>7} {'max ratio':>10} {'min margin':>12} {'|Q-Q_lin|':>10} {'|Q-Q*|':>10} "
+        f"{'entropy':>8}")
     for iteration in range(1, args.max_iterations + 1):
         new_policy = soft_greedy_policy(Q, alpha)
-        new_Q, sweeps, ratio_along_iteration = soft_policy_evaluation(Q, mdp, new_policy, alpha, gamma, tol, args.max_evaluation_sweeps)
+        new_Q, sweeps, ratio_along_iteration = soft_policy_evaluation(Q, mdp, new_policy, alpha, gamma, tol,
+                                                                      args.max_evaluation_sweeps)
         ratio_on_pairs = contraction_ratio_on_random_pairs(mdp, new_policy, alpha, gamma, args.random_pairs, rng)
         linear_gap = sup_norm(new_Q - soft_policy_evaluation_exact(mdp, new_policy, alpha, gamma))
         # Lemma 2: Q^{pi_new} - Q^{pi_old} >= 0 everywhere (terminal states are 0 in both, so they are left out).
@@ -283,7 +299,7 @@ def soft_policy_iteration(mdp: FiniteMDP, args: Args, log=print) -> dict:
 
     distance_to_q_star = sup_norm(Q - Q_star)
     verdicts = {
-        # A contraction needs both: the ratio bounded by gamma, and below 1 (gamma >= 1 bounds it but does not contract).
+        # A contraction needs both: the ratio bounded by gamma, and below 1 (gamma >= 1 bounds it, does not contract).
         "lemma1_contraction": largest_ratio <= gamma * (1.0 + 1e-9) + 1e-12 and largest_ratio < 1.0,
         "lemma1_fixed_point_equals_linear_solve": largest_linear_gap <= slack,
         "lemma2_monotone_improvement": smallest_margin >= -slack,

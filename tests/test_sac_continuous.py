@@ -62,7 +62,7 @@ def test_action_rescaling_to_asymmetric_bounds_and_its_log_jacobian():
     actor = make_actor(low, high)
     ends = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(actor.to_env(ends), torch.tensor([low, high, [1.0, 5.0, -7.0]], dtype=torch.float64))
-    # The environment's action has density lower by sum log(scale) (NOTES.md pitfall 4).
+    # The environment's action has density lower by sum log(scale)  — (SAC-5); docs/pitfalls.md#action-rescaling.
     mean, log_std = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64).clamp(-1, 0)
     scale, bias = actor.action_scale.double(), actor.action_bias.double()
     reference = reference_distribution(mean, log_std, [TanhTransform(cache_size=1), AffineTransform(bias, scale, cache_size=1)])

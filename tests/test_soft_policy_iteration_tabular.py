@@ -1,4 +1,4 @@
-"""The theorems of soft policy iteration, checked on finite MDPs (notes 000 "Soft Policy Iteration", 001 §2.1)."""
+"""The theorems of soft policy iteration, checked on finite MDPs (docs/soft_policy_iteration.md, SPI-1 ... SPI-13)."""
 
 import json
 import shutil
