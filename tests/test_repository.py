@@ -1,0 +1,87 @@
+"""Rules the repository keeps as a whole: it stands alone, its citations resolve, and the training scripts share one
+skeleton with the algorithm first."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ["soft_policy_iteration_tabular.py", "sac_continuous.py", "sac_discrete.py", "soft_q_learning.py"]
+TRAINING_SCRIPTS = SCRIPTS[1:]
+BANNER = "# ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----"
+SHARED_END = "# ---- end of the shared plumbing ----"
+DOCS_PAGE = {"SPI": "soft_policy_iteration.md", "SQL": "soft_q_learning.md", "SAC": "sac.md", "DSAC": "sac_discrete.md"}
+LABEL = re.compile(r"\b(SPI|SQL|SAC|DSAC)-(\d+)\b")
+OUTSIDE = re.compile(r"\.\./shared|NOTES|CONVENTIONS|\d{3}_[0-9a-f]{16}|\b00\d (Eq|§|J\d|\")|\bpitfall \d|\berror \d+\b"
+                     r"|\b\d{3} Eq\. \d")
+
+
+def tracked_files() -> list[Path]:
+    """Every file git tracks, but the generated benchmark results and binary files."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = [ROOT / name for name in listed if not name.startswith("benchmarks/results/")]
+    return [path for path in files if path.suffix in {".py", ".md", ".yaml", ".txt", ".ini", ".cfg", ""} and path.is_file()]
+
+
+def test_nothing_points_outside_the_repository():
+    offenders = []
+    for path in tracked_files():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if OUTSIDE.search(line) and path.name != "test_repository.py":
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_equation_label_a_script_cites_exists_in_docs(script):
+    text = (ROOT / script).read_text()
+    labels = {(family, int(number)) for family, number in LABEL.findall(text)}
+    assert labels, f"{script} cites no equation of docs/"
+    for family, number in sorted(labels):
+        page = (ROOT / "docs" / DOCS_PAGE[family]).read_text()
+        assert f"({family}-{number})" in page or f"\\tag{{{family}-{number}}}" in page, \
+            f"{script} cites ({family}-{number}), which docs/{DOCS_PAGE[family]} does not define"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_docs_anchor_a_script_cites_exists(script):
+    for page, anchor in re.findall(r"docs/([a-z_]+\.md)#([a-z0-9-]+)", (ROOT / script).read_text()):
+        assert f'<a id="{anchor}"></a>' in (ROOT / "docs" / page).read_text(), f"{script} cites docs/{page}#{anchor}"
+
+
+@pytest.mark.parametrize("page", DOCS_PAGE.values())
+def test_each_docs_page_links_its_script_and_tests(page):
+    head = (ROOT / "docs" / page).read_text().splitlines()[0]
+    linked = re.findall(r"\(\.\./([\w/]+\.py)\)", head)
+    assert any(name in SCRIPTS for name in linked) and any(name.startswith("tests/") for name in linked), head
+    assert all((ROOT / name).exists() for name in linked), head
+
+
+def shared_block(script: str) -> str:
+    text = (ROOT / script).read_text()
+    start = text.rindex("\n", 0, text.index(BANNER) - 1)  # from the rule line above the banner
+    return text[start:text.index(SHARED_END) + len(SHARED_END)]
+
+
+def test_the_plumbing_block_is_the_same_text_in_every_training_script():
+    reference = shared_block(TRAINING_SCRIPTS[0])
+    for script in TRAINING_SCRIPTS[1:]:
+        assert shared_block(script) == reference, f"the shared plumbing of {script} differs from {TRAINING_SCRIPTS[0]}"
+
+
+@pytest.mark.parametrize("script", TRAINING_SCRIPTS)
+def test_the_algorithm_comes_before_the_plumbing(script):
+    text = (ROOT / script).read_text()
+    above = text[:text.index(BANNER)]
+    assert "\ndef train(" in above and "\ndef evaluate(" in above
+    for plumbing in ("signal.signal(", "wandb.init(", "torch.save(", "torch.load(", "check_common_args(", "def validate",
+                     "args.json", "def load_checkpoint", "def main("):
+        assert plumbing not in above, f"{script}: '{plumbing}' stands above the plumbing banner"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_lines_are_at_most_120_characters(script):
+    long = [number for number, line in enumerate((ROOT / script).read_text().splitlines(), 1) if len(line) > 120]
+    assert not long, f"{script}: lines {long} are longer than 120 characters"
