@@ -20,12 +20,11 @@ import functools
 import json
 import math
 import os
-import pickle
 import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -77,8 +76,8 @@ class Args:
     """Polyak-update the targets every this many gradient steps (papers: 1)"""
     alpha: float = 0.2
     """temperature: the fixed value, or the initial one with --autotune (v1 paper: alpha 1 with --reward-scale 5)"""
-    autotune: bool | None = None
-    """learn alpha by dual gradient descent (Eq. 19-23); default: on for v2, off for v1"""
+    autotune: bool = True
+    """learn alpha by dual gradient descent (SAC-11, SAC-12), as SAC v2 does; SAC v1 (2018a) always keeps alpha fixed"""
     target_entropy: float | None = None
     """entropy target H-bar for --autotune; default -dim(A), measured in the squashed [-1, 1] action space"""
     reward_scale: float = 1.0
@@ -86,9 +85,12 @@ class Args:
     hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer widths of every network (papers: 256, 256)"""
     log_std_min: float = -5.0
-    """lower clamp of the actor's log standard deviation"""
+    """lower clamp of the actor's log standard deviation (CleanRL: -5; haarnoja/sac v1: -20)"""
     log_std_max: float = 2.0
-    """upper clamp of the actor's log standard deviation (haarnoja/sac: 2)"""
+    """upper clamp of the actor's log standard deviation (haarnoja/sac and CleanRL: 2)"""
+    policy_regularization: float = 0.0
+    """weight of an L2 penalty on the actor's mean and log std (haarnoja/sac v1: 1e-3 with --log-std-min -20; none in
+    2018b, CleanRL and Stable-Baselines3)"""
     eval_every: int = 2_500
     """deterministic evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10
@@ -226,6 +228,12 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
+def policy_regularization_loss(mean: torch.Tensor, log_std: torch.Tensor, weight: float) -> torch.Tensor:
+    """weight · ½(E[μ²] + E[(log σ)²]): the original SAC v1 code's penalty that keeps the pre-tanh Gaussian near the
+    origin (haarnoja/sac; not in the papers' equations). Off by default."""
+    return weight * 0.5 * ((mean**2).mean() + (log_std**2).mean())
+
+
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """θ̄ ← τθ + (1 − τ)θ̄  — (SAC-13); 2018b, Algorithm 1. One fused call over all tensors, not a Python loop."""
@@ -355,6 +363,7 @@ class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, obs_size: int, action_size: int, device: torch.device):
         # A multiple of num_envs, so the transitions of one step never wrap around the end: adding is one slice copy.
         capacity = -(-capacity // num_envs) * num_envs
+        check_memory(capacity * (2 * obs_size + action_size + 2) * 4, device, f"--buffer-size {capacity}")
         self.capacity, self.position, self.size = capacity, 0, 0
         self.data = Batch(
             obs=torch.zeros(capacity, obs_size, device=device),
@@ -449,6 +458,8 @@ class Learner:
             v_loss = value_loss(agent.value(obs).squeeze(-1), value_target(q_new, log_prob, alpha).detach())
             loss = loss + v_loss
             metrics["losses/value_loss"] = v_loss.detach()
+        if args.policy_regularization > 0.0:
+            loss = loss + policy_regularization_loss(*agent.actor(obs), args.policy_regularization)
         if args.autotune:
             a_loss = temperature_loss(agent.log_alpha, log_prob, args.target_entropy)
             loss = loss + a_loss
@@ -500,7 +511,7 @@ def train(args: Args) -> dict:
     learner = Learner(agent, args)
     buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs_size, action_size, device)
     if checkpoint is not None:
-        envs, obs = restore(checkpoint, envs, agent, learner, buffer, args)
+        obs = restore(checkpoint, envs, agent, learner, buffer, args)
     else:
         envs.action_space.seed(args.seed)
         obs, _ = envs.reset(seed=args.seed)
@@ -624,6 +635,8 @@ def check_common_args(args) -> None:
         (args.batch_size <= args.buffer_size,
          f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower one"),
         (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
+        (args.learning_starts < args.total_timesteps, f"--learning-starts {args.learning_starts} is not below "
+         f"--total-timesteps {args.total_timesteps}: the run would never learn"),
         (args.target_network_frequency >= 1,
          f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
         (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
@@ -639,6 +652,9 @@ def check_common_args(args) -> None:
         if not ok:
             raise UsageError(message)
     resolve_device(args.device)
+    if not args.eval_only:
+        check_writable(Path(args.resume).resolve().parent if args.resume else Path(args.output_dir),
+                       "--resume" if args.resume else "--output-dir")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401  (gymnasium's RecordVideo needs it)
@@ -646,6 +662,54 @@ def check_common_args(args) -> None:
             raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
     if args.track:
         check_wandb_credentials()
+
+
+def check_writable(directory: Path, flag: str) -> None:
+    """Fail before any work, not after the first evaluation, when the run directory cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot write to {directory} ({error.strerror or error})") from None
+
+
+def check_memory(nbytes: int, device: torch.device, what: str) -> None:
+    """Refuse, before allocating it, a replay buffer larger than the free memory of its device."""
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as meminfo:  # Linux; elsewhere the allocation itself is the check
+                available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return
+    if nbytes > available:
+        raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of {device.type} "
+                         "memory are free; lower --buffer-size")
+
+
+# A resumed run keeps every setting of its checkpoint but these: its length, its cadences and where its outputs go.
+RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
+                     "resume", "output_dir", "device", "compile", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video"}
+
+
+def resume_settings(args, checkpoint: dict, path: str) -> None:
+    """Take the settings of the checkpoint's run into `args`; a flag given on the command line that would change what
+    is learned (another environment, batch size, learning rate, ...) is refused, naming it."""
+    saved, defaults = checkpoint["args"], type(args)()
+    for field in fields(args):
+        if field.name not in saved:
+            continue
+        given, stored = getattr(args, field.name), saved[field.name]
+        stored = tuple(stored) if isinstance(stored, list) else stored
+        if given == getattr(defaults, field.name):  # not on the command line: as the run was
+            setattr(args, field.name, stored)
+        elif given != stored and field.name not in RESUME_MAY_CHANGE:
+            raise UsageError(f"--resume {path}: --{field.name.replace('_', '-')} {given} differs from the checkpoint's "
+                             f"{stored}; a resumed run keeps its settings, only its length, cadences and outputs change")
 
 
 def check_wandb_credentials() -> None:
@@ -742,8 +806,13 @@ class Run:
         if args.track:
             import wandb
 
-            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                    name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir))
+            try:  # a key but no network would otherwise hang for minutes
+                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
+                                        settings=wandb.Settings(init_timeout=30))
+            except Exception as error:
+                raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
+                                 "WANDB_MODE=offline to log locally") from None
         self.progress_bar = None
         if sys.stderr.isatty():
             try:
@@ -821,7 +890,8 @@ class Run:
             raise NonFiniteLoss(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
         sps = self.sps()
         self.log({**values, "charts/SPS": round(sps, 1)})
-        text = f"SPS {sps:.0f}" + (f", return {self.last_return:.1f}" if self.last_return is not None else "")
+        text = f"SPS {sps:.0f}" if self.learning_clock is not None else "random actions, learning not started"
+        text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
         if self.progress_bar is not None:
             self.progress_bar.set_postfix_str(text)
         else:
@@ -906,44 +976,75 @@ def main(args) -> int:
 
 
 # ---- What only this script saves, restores and checks ----
-def pickle_envs(envs) -> bytes:
-    """The environments' full state, for an exact resume. Classic-control envs pickle with their state; MuJoCo envs
-    pickle as constructor arguments only, so their physics state and random generator are saved beside them."""
-    physics = []
-    for env in envs.unwrapped.envs if hasattr(envs.unwrapped, "envs") else envs.envs:
-        base = env.unwrapped
-        if hasattr(base, "model") and hasattr(base, "data"):
-            import mujoco
-
-            spec = mujoco.mjtState.mjSTATE_INTEGRATION
-            state = np.empty(mujoco.mj_stateSize(base.model, spec))
-            mujoco.mj_getState(base.model, base.data, state, spec)
-            physics.append((state, base.np_random.bit_generator.state))
-        else:
-            physics.append(None)
-    return pickle.dumps((envs, physics))
+def env_state(envs) -> dict:
+    """The state of the vector environment for an exact resume, as tensors and plain values, not a pickle (loading a
+    pickle can run code): every plain attribute of every wrapper layer, the random generators, and MuJoCo's physics."""
+    return {"vector": layers_state(envs), "action_space_rng": envs.action_space.np_random.bit_generator.state,
+            "envs": [{"layers": layers_state(env), "physics": mujoco_state(env.unwrapped)} for env in envs.unwrapped.envs]}
 
 
-def unpickle_envs(blob: bytes):
-    envs, physics = pickle.loads(blob)
-    for env, saved in zip(envs.unwrapped.envs, physics):
-        if saved is not None:
+def set_env_state(envs, state: dict) -> None:
+    """Put env_state back into freshly made (and reset) environments of the same id."""
+    set_layers_state(envs, state["vector"])
+    envs.action_space.np_random.bit_generator.state = state["action_space_rng"]
+    for env, saved in zip(envs.unwrapped.envs, state["envs"]):
+        set_layers_state(env, saved["layers"])
+        if saved["physics"] is not None:
             import mujoco
 
             base = env.unwrapped
-            mujoco.mj_setState(base.model, base.data, saved[0], mujoco.mjtState.mjSTATE_INTEGRATION)
+            mujoco.mj_setState(base.model, base.data, saved["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
             mujoco.mj_forward(base.model, base.data)
-            base.np_random.bit_generator.state = saved[1]
-    return envs
+
+
+def layers_state(env) -> list[dict]:
+    """For each layer from the outermost wrapper in: its plain attributes (numbers, strings, numpy values as tensors)
+    and its random generator's state."""
+    layers = []
+    while env is not None:
+        plain = {}
+        for name, value in vars(env).items():
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                plain[name] = ("array", torch.from_numpy(value.copy()))
+            elif isinstance(value, np.generic):
+                plain[name] = ("scalar", torch.from_numpy(np.asarray(value)))
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                plain[name] = ("value", value)
+        rng = vars(env).get("_np_random")
+        layers.append({"plain": plain, "rng": rng.bit_generator.state if rng is not None else None})
+        env = vars(env).get("env")
+    return layers
+
+
+def set_layers_state(env, layers: list[dict]) -> None:
+    for saved in layers:
+        for name, (kind, value) in saved["plain"].items():
+            setattr(env, name, value.numpy() if kind == "array" else value.numpy()[()] if kind == "scalar" else value)
+        if saved["rng"] is not None:
+            vars(env)["_np_random"].bit_generator.state = saved["rng"]
+        env = vars(env).get("env")
+
+
+def mujoco_state(base) -> torch.Tensor | None:
+    """MuJoCo's full integration state (positions, velocities, controls, time), or None for other environments."""
+    if not (hasattr(base, "model") and hasattr(base, "data")):
+        return None
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(base.model, spec))
+    mujoco.mj_getState(base.model, base.data, state, spec)
+    return torch.from_numpy(state)
 
 
 def validate(args: Args) -> None:
-    if args.autotune is None:
-        args.autotune = args.variant == "v2"
+    if args.variant == "v1":
+        args.autotune = False  # 2018a fixes alpha (1, with the reward scale as the inverse temperature)
     checks = [
         (args.reward_scale > 0.0, f"--reward-scale must be > 0, got {args.reward_scale}"),
         (args.policy_frequency >= 1, f"--policy-frequency must be >= 1, got {args.policy_frequency}"),
         (args.log_std_min < args.log_std_max, "--log-std-min must be below --log-std-max"),
+        (args.policy_regularization >= 0.0, f"--policy-regularization must be >= 0, got {args.policy_regularization}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -952,16 +1053,13 @@ def validate(args: Args) -> None:
 
 
 def prepare(args: Args) -> dict | None:
-    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run)."""
-    validate(args)
+    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run), whose settings the
+    run keeps."""
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume, "--resume")
-        saved = checkpoint["args"]
-        for key in ("env_id", "variant", "hidden_sizes", "buffer_size", "num_envs"):
-            if tuple(np.atleast_1d(saved[key])) != tuple(np.atleast_1d(getattr(args, key))):
-                raise UsageError(f"--resume {args.resume}: the checkpoint has --{key.replace('_', '-')} {saved[key]}, "
-                                 f"this run has {getattr(args, key)}")
+        resume_settings(args, checkpoint, args.resume)
+    validate(args)
     seed_everything(args.seed, args.torch_deterministic)
     return checkpoint
 
@@ -972,26 +1070,27 @@ def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer, envs,
         "agent": agent.state_dict(),
         "optimizers": {name: optimizer.state_dict() for name, optimizer in learner.optimizers().items()},
         "gradient_steps": learner.gradient_steps,
-        "envs": pickle_envs(envs),
+        "envs": env_state(envs),
         "obs": torch.from_numpy(obs),
         "buffer": buffer.state_dict() if args.save_buffer else None,
     }
 
 
 def restore(checkpoint: dict, envs, agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args):
-    """Load a checkpoint_state into the run; returns the saved environments and their current observation."""
+    """Load a checkpoint_state into the run; returns the environments' current observation."""
     agent.load_state_dict(checkpoint["agent"])
     for name, optimizer in learner.optimizers().items():
         optimizer.load_state_dict(checkpoint["optimizers"][name])
     learner.gradient_steps = checkpoint["gradient_steps"]
     set_rng_state(checkpoint["rng"])
-    envs.close()
+    envs.reset(seed=args.seed)  # creates every generator and flag that set_env_state then overwrites
+    set_env_state(envs, checkpoint["envs"])
     if checkpoint["buffer"] is not None:
         buffer.load_state_dict(checkpoint["buffer"])
     else:
         print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one",
               file=sys.stderr)
-    return unpickle_envs(checkpoint["envs"]), checkpoint["obs"].numpy()
+    return checkpoint["obs"].numpy()
 
 
 def evaluate_checkpoint(args: Args) -> dict:

@@ -1,0 +1,250 @@
+"""The contract every training script keeps with its user, checked the same way on all three: run it as a user would
+(a subprocess with a tiny budget) and read what it leaves behind. The algorithm tests stay in each script's own file."""
+
+import glob
+import json
+import math
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {
+    "sac_continuous": ["--env-id", "Pendulum-v1", "--total-timesteps", "600", "--learning-starts", "300",
+                       "--eval-every", "300", "--eval-episodes", "2", "--log-every", "100", "--batch-size", "32",
+                       "--hidden-sizes", "32", "32"],
+    "sac_discrete": ["--env-id", "CartPole-v1", "--total-timesteps", "600", "--learning-starts", "300",
+                     "--eval-every", "300", "--eval-episodes", "2", "--log-every", "100", "--batch-size", "32",
+                     "--hidden-sizes", "32", "32"],
+    "soft_q_learning": ["--env-id", "MultiGoal", "--total-timesteps", "600", "--learning-starts", "300",
+                        "--eval-every", "300", "--eval-episodes", "2", "--log-every", "100", "--batch-size", "32",
+                        "--hidden-sizes", "32", "32", "--goal-episodes", "2"],
+}
+# A setting each script cannot survive: the losses overflow within a few hundred steps.
+DIVERGENT = {
+    "sac_continuous": ["--reward-scale", "1e38"],
+    "sac_discrete": ["--q-lr", "1e30", "--policy-lr", "1e30"],
+    "soft_q_learning": ["--reward-scale", "1e38"],
+}
+SCRIPTS = list(TINY)
+
+
+def run(script, *flags, cwd=None, timeout=300, env=None, path=None):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
+    command = [sys.executable, str(path or ROOT / f"{script}.py"), *map(str, flags)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=environment)
+
+
+def run_dirs(output_dir) -> list[Path]:
+    return sorted(Path(p).parent for p in glob.glob(f"{output_dir}/*/args.json"))
+
+
+def summary_of(output_dir) -> dict:
+    (run_dir,) = run_dirs(output_dir)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def events(run_dir, drop_time=True) -> list[dict]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    out = [json.loads(line) for line in lines]
+    if drop_time:
+        for event in out:
+            event.pop("wall_time")
+            event.pop("charts/SPS", None)
+    return out
+
+
+def assert_one_line_error(completed, *expected):
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr and len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+    for text in expected:
+        assert text in completed.stderr, completed.stderr
+
+
+# ---------------------------------------------------------------- a run and its files
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_run_leaves_its_files_and_the_same_seed_gives_the_same_metrics(script, tmp_path):
+    for name in ("first", "second"):
+        completed = run(script, *TINY[script], "--output-dir", tmp_path / name)
+        assert completed.returncode == 0, completed.stderr
+    summary = summary_of(tmp_path / "first")
+    assert summary["global_step"] == 600 and summary["episodes"] >= 1 and summary["train_sps"] > 0
+    assert math.isfinite(summary["eval_return_mean"]) and summary["interrupted"] is False
+    (first,), (second,) = run_dirs(tmp_path / "first"), run_dirs(tmp_path / "second")
+    assert json.loads((first / "args.json").read_text())["seed"] == 1
+    assert (first / "checkpoint.pt").exists()
+    assert events(first) == events(second), "same seed on CPU, different metrics"
+    loss_steps = [e["global_step"] for e in events(first, drop_time=False) if "charts/SPS" in e]
+    assert loss_steps == [100, 200, 300, 400, 500, 600]
+    assert str(second) in completed.stderr  # the closing line names the run directory
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_two_runs_started_in_the_same_second_get_their_own_directories(script, tmp_path):
+    command = [sys.executable, str(ROOT / f"{script}.py"), *TINY[script], "--output-dir", str(tmp_path)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    processes = [subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert all(process.wait(timeout=300) == 0 for process in processes)
+    directories = run_dirs(tmp_path)
+    assert len(directories) == 2
+    assert events(directories[0]) == events(directories[1])
+
+
+# ---------------------------------------------------------------- stop, resume, evaluate
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_saves_a_checkpoint_and_the_summary_then_exits_130(script, tmp_path):
+    flags = [*TINY[script], "--total-timesteps", "1000000", "--eval-every", "0", "--output-dir", tmp_path]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *map(str, flags)], env=environment,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while '"global_step": 400' not in "".join(Path(p).read_text() for p in glob.glob(f"{tmp_path}/*/metrics.jsonl")):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    summary = summary_of(tmp_path)
+    assert summary["interrupted"] and 400 <= summary["global_step"] < 1_000_000
+    (run_dir,) = run_dirs(tmp_path)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == summary["global_step"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_continues_in_the_run_directory_with_the_checkpoints_settings(script, tmp_path):
+    assert run(script, *TINY[script], "--output-dir", tmp_path, "--total-timesteps", "400").returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    # Only the length changes: every other flag comes from the checkpoint, as the README's resume example says.
+    completed = run(script, "--resume", run_dir / "checkpoint.pt", "--total-timesteps", "600")
+    assert completed.returncode == 0, completed.stderr
+    assert run_dirs(tmp_path) == [run_dir]
+    assert json.loads((run_dir / "args.json").read_text())["batch_size"] == 32
+    assert summary_of(tmp_path)["global_step"] == 600
+    assert [e["global_step"] for e in events(run_dir) if "losses/qf_loss" in e][-1] == 600
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_refuses_a_flag_that_would_change_what_is_learned(script, tmp_path):
+    assert run(script, *TINY[script], "--output-dir", tmp_path, "--total-timesteps", "400").returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    assert_one_line_error(run(script, "--resume", run_dir / "checkpoint.pt", "--batch-size", "64"), "--batch-size")
+    other_env = {"sac_continuous": "MountainCarContinuous-v0", "sac_discrete": "CartPole-v0",
+                 "soft_q_learning": "Pendulum-v1"}[script]
+    assert_one_line_error(run(script, "--resume", run_dir / "checkpoint.pt", "--env-id", other_env), "--env-id")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_eval_only_prints_one_json_line_and_writes_no_run(script, tmp_path):
+    assert run(script, *TINY[script], "--output-dir", tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    completed = run(script, "--eval-only", run_dir / "checkpoint.pt", "--eval-episodes", "2", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert math.isfinite(result["eval_return_mean"]) and result["global_step"] == 600
+    assert run_dirs(tmp_path) == [run_dir] and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- faults
+class Payload:
+    """Unpickling this object creates a file: what a crafted checkpoint would do with a less harmless call."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_diverging_run_exits_1_naming_the_loss_and_keeps_no_bad_checkpoint(script, tmp_path):
+    completed = run(script, *TINY[script], *DIVERGENT[script], "--checkpoint-every", "50", "--output-dir", tmp_path)
+    assert completed.returncode == 1, completed.stderr
+    assert "at step" in completed.stderr and "Traceback" not in completed.stderr
+    for checkpoint in glob.glob(f"{tmp_path}/*/checkpoint.pt"):
+        state = torch.load(checkpoint, weights_only=True)
+        bad = [name for name, value in state["agent"].items() if torch.is_tensor(value) and value.is_floating_point()
+               and not torch.isfinite(value).all()] if isinstance(state["agent"], dict) else []
+        assert not bad, f"a checkpoint with non-finite {bad} was written"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_crafted_checkpoint_cannot_run_code(script, tmp_path):
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "checkpoint.pt"
+    torch.save({"script": script, "args": {}, "payload": Payload(marker)}, crafted)
+    for flag in ("--eval-only", "--resume"):
+        assert_one_line_error(run(script, flag, crafted, "--output-dir", tmp_path / "out"), str(crafted))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_checkpoints_that_are_missing_corrupt_or_foreign_are_refused(script, tmp_path):
+    corrupt, foreign, no_args = tmp_path / "corrupt.pt", tmp_path / "foreign.pt", tmp_path / "no_args.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    other = "sac_discrete" if script != "sac_discrete" else "sac_continuous"
+    torch.save({"script": other, "args": {}}, foreign)
+    torch.save({"script": script}, no_args)
+    cases = [(tmp_path / "missing.pt", "no such file"), (corrupt, "not a readable checkpoint"),
+             (foreign, f"{other}.py"), (no_args, str(no_args))]
+    for path, expected in cases:
+        assert_one_line_error(run(script, "--eval-only", path), expected)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flags, expected", [
+    (["--gamma", "-0.5"], "--gamma"),
+    (["--batch-size", "512", "--buffer-size", "100"], "--batch-size"),
+    (["--total-timesteps", "0"], "--total-timesteps"),
+    (["--learning-starts", "5000", "--total-timesteps", "1000"], "--learning-starts"),
+    (["--env-id", "NoSuchEnv-v0"], "--env-id"),
+    (["--buffer-size", "10000000000"], "--buffer-size"),
+])
+def test_bad_input_is_one_line_and_exit_2(script, flags, expected, tmp_path):
+    assert_one_line_error(run(script, *flags, "--output-dir", tmp_path), expected)
+    assert not run_dirs(tmp_path), "a refused run left a run directory behind"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_output_dir_that_cannot_be_written_is_refused_before_any_work(script, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert_one_line_error(run(script, "--output-dir", a_file), "--output-dir")
+    assert_one_line_error(run(script, "--output-dir", "/proc/no-such-dir"), "--output-dir")
+
+
+# ---------------------------------------------------------------- copied alone
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_script_runs_alone_in_an_empty_folder_even_on_a_terminal_without_tqdm(script, tmp_path):
+    copy = tmp_path / f"{script}.py"
+    shutil.copy(ROOT / f"{script}.py", copy)
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "tqdm.py").write_text("raise ImportError('tqdm is not installed here')\n")
+    leader, follower = pty.openpty()  # stderr is a terminal: the path that draws a progress bar
+    try:
+        environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(shadow)}
+        completed = subprocess.run([sys.executable, str(copy), *TINY[script]], cwd=tmp_path, stdout=subprocess.PIPE,
+                                   stderr=follower, env=environment, timeout=300)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert completed.returncode == 0
+    assert summary_of(tmp_path / "runs")["global_step"] == 600
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_deterministic_mode_sets_the_cublas_workspace_before_any_cuda_call(script, monkeypatch):
+    module = __import__(script)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        module.seed_everything(1, deterministic=True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+    finally:
+        torch.use_deterministic_algorithms(False)
