@@ -191,11 +191,18 @@ def test_cli_writes_json_and_all_verdicts_hold(tmp_path):
     assert result["history"][0]["iteration"] == 1 and result["args"]["alpha"] == 0.1
 
 
-@pytest.mark.parametrize("flags", [["--gamma", "1.0"], ["--alpha", "-1"], ["--env", "NoSuchEnv-v0"], ["--tol", "0"]])
+@pytest.mark.parametrize("flags", [["--gamma", "1.0"], ["--alpha", "-1"], ["--env", "NoSuchEnv-v0"], ["--tol", "0"],
+                                   ["--output-json", "/no/such/folder/result.json"]])
 def test_cli_refuses_bad_input_with_exit_2(flags):
     completed = run_cli(*flags)
     assert completed.returncode == 2
-    assert "Traceback" not in completed.stderr
+    assert "Traceback" not in completed.stderr and flags[0] in completed.stderr
+
+
+def test_stopping_before_convergence_is_not_called_a_violation():
+    completed = run_cli("--quiet", "--max-iterations", "2")
+    assert completed.returncode == 1
+    assert "not converged within 2 iterations" in completed.stdout and "VIOLATED" not in completed.stdout
 
 
 def test_script_runs_alone_in_an_empty_folder(tmp_path):
