@@ -1,34 +1,38 @@
 """Soft Actor-Critic for discrete actions, from vector or pixel observations.
 
-Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings" (arXiv:1910.07207), on top of
-SAC v2 (Haarnoja et al. 2018b: twin Q, target Q, learned temperature).
-Follows ../shared/seeds/000_bce46c73146642c0.txt "Discrete SAC" (and "Soft Actor-Critic" for the twin Q,
-the target networks and the temperature), in the form collected in ../shared/NOTES.md "Discrete SAC".
+Papers
+- Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207 (Alg. 1).
+- Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905
+  (twin Q, target Q, Eq. 5 Q loss, Eq. 18 temperature loss).
+- Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518 (Nature CNN, Atari
+  preprocessing).
+Theory: docs/sac_discrete.md (equations DSAC-1 ... DSAC-11). Implementation traps: docs/pitfalls.md.
 
-What changes from continuous SAC: the policy is a categorical distribution over |A| actions and each critic
-outputs Q(s,·) for all actions at once, so every expectation over actions is an exact sum, π(·|s)ᵀ[...],
-with no sampling and no reparameterization.
+What changes from continuous SAC: the policy is a categorical distribution over |A| actions and each critic outputs
+Q(s,·) for all actions at once, so every expectation over actions is an exact sum, π(·|s)ᵀ[...], with no sampling and
+no reparameterization. Observations are detected from the observation space: a flat vector gets an MLP; 2-D uint8
+frames (Atari `ALE/...` ids after the standard preprocessing, or any environment emitting grayscale frames) get the
+Nature CNN, stacked frames, and a replay buffer that stores each uint8 frame once.
+Read top to bottom: the settings, the environments, the math, the networks, the replay buffers, one gradient step, the
+training loop, evaluation; below the "Plumbing" banner is only bookkeeping (run directory, checkpoints, errors).
 
-Observations are detected from the observation space: a flat vector gets an MLP; 2-D uint8 frames (Atari
-`ALE/...` ids after the standard preprocessing, or any environment emitting grayscale frames) get the
-Nature CNN, 4 stacked frames, and a replay buffer that stores each uint8 frame once.
-
-Run `python sac_discrete.py --help` for every flag; the README section gives the measured results.
+Run:  python sac_discrete.py                         # CartPole-v1 (README: measured results)
+      python sac_discrete.py --env-id ALE/Pong-v5 --total-timesteps 5000000 --learning-starts 20000 \
+          --update-frequency 4 --tau 1.0 --target-network-frequency 2000 --q-lr 3e-4 --target-entropy-scale 0.89
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import json
 import math
-import netrc
 import os
 import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -39,106 +43,111 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-SCRIPT_NAME = "sac_discrete"
+SCRIPT = "sac_discrete"
 
 
 @dataclass
 class Args:
-    exp_name: str = SCRIPT_NAME
-    """name of this experiment, part of the run directory name"""
+    exp_name: str = SCRIPT
+    """name of the experiment, part of the run directory name"""
     seed: int = 1
-    """seed of python random, numpy, torch and the environments"""
+    """seed of python, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms(True): same seed on CPU gives identical metrics"""
+    """torch.use_deterministic_algorithms: same seed on CPU gives the same run"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where networks and replay buffer live; auto = cuda when available"""
+    """where the networks and the replay buffer live (auto: cuda when available)"""
     env_id: str = "CartPole-v1"
     """gymnasium id with a Discrete action space (CartPole-v1, Acrobot-v1, LunarLander-v3, ALE/Pong-v5, ...)"""
     total_timesteps: int = 30_000
-    """environment steps in total (all vector envs together); 30k solves CartPole-v1 (README section)"""
+    """environment steps in total (all vector envs together); 30k solves CartPole-v1 (README)"""
     num_envs: int = 1
-    """parallel environments in a synchronous vector env"""
+    """parallel environments (gymnasium SyncVectorEnv)"""
     buffer_size: int = 1_000_000
     """replay capacity in transitions (CleanRL sac_atari); frames are stored once, so 1M Atari frames is ~6.6 GiB"""
     gamma: float = 0.99
     """discount factor"""
     tau: float = 0.01
-    """target update rate θ̄ ← τθ + (1-τ)θ̄ every --target-network-frequency steps (tuned here; Atari: 1.0 = hard copy)"""
+    """Polyak rate of the target critics (tuned here; Atari: 1.0, a hard copy)"""
     batch_size: int = 64
-    """transitions per gradient update (64: Christodoulou 2019 and CleanRL sac_atari)"""
+    """minibatch size (64: Christodoulou 2019 and CleanRL sac_atari)"""
     learning_starts: int = 1_000
-    """uniform-random environment steps before learning starts (tuned here for CartPole; Atari: 20000)"""
+    """uniformly random actions for this many environment steps before learning (tuned for CartPole; Atari: 20000)"""
     policy_lr: float = 3e-4
-    """Adam learning rate of the policy and of log α (Christodoulou 2019)"""
+    """Adam learning rate of the policy and of log alpha (Christodoulou 2019)"""
     q_lr: float = 1e-3
     """Adam learning rate of the twin critics (tuned here for CartPole, README; Christodoulou 2019: 3e-4)"""
     adam_eps: float = 1e-4
     """Adam epsilon (1e-4 in the discrete SAC reproductions and CleanRL sac_atari)"""
     update_frequency: int = 1
-    """one gradient update every this many environment steps (Atari: 4)"""
+    """one gradient step every this many environment steps (Atari: 4)"""
     target_network_frequency: int = 1
-    """environment steps between target updates (1 = Polyak every step; Atari: 8000 with --tau 1)"""
+    """update the targets every this many gradient steps (1: Polyak every step; Atari: the papers' 8000 environment
+    steps with one gradient step every 4 = 2000, with --tau 1)"""
     alpha: float = 0.2
-    """entropy temperature α: fixed value, or the initial value with --autotune"""
+    """temperature: the fixed value, or the initial one with --autotune"""
     autotune: bool = True
-    """learn α by minimising the temperature loss towards the target entropy"""
+    """learn alpha by minimising the temperature loss (DSAC-7) towards the target entropy"""
     target_entropy_scale: float = 0.5
-    """target entropy H̄ = scale · log|A| (paper 0.98, CleanRL 0.89; 0.5 measured best on CartPole, README)"""
+    """target entropy H-bar = scale * log|A| (paper 0.98, CleanRL 0.89; 0.5 measured best on CartPole, README)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """hidden layer widths of the MLPs used for vector observations"""
     q_loss: Literal["mse", "huber"] = "mse"
-    """critic loss: ½(Q - y)² as in the notes, or Huber (smooth L1) which bounds the gradient of large errors"""
+    """critic loss: 1/2 (Q - y)^2 (DSAC-5), or Huber (smooth L1), which bounds the gradient of large errors"""
     frame_stack: int = 4
     """frames stacked for image observations (Mnih et al. 2015)"""
     terminal_on_life_loss: bool = False
     """Atari only: end a training episode when a life is lost (evaluation always plays full games)"""
     clip_rewards: bool = True
     """Atari only: store sign(reward) in the replay buffer; logged and evaluated scores stay unclipped"""
-    track: bool = False
-    """log metrics to Weights & Biases"""
-    wandb_project_name: str = "maxent-rl"
-    """Weights & Biases project"""
-    wandb_entity: str | None = None
-    """Weights & Biases entity (team); None = your default"""
-    capture_video: bool = False
-    """record the first greedy evaluation episode of each evaluation to {run_dir}/videos (needs moviepy)"""
     eval_every: int = 10_000
-    """environment steps between evaluations (a final evaluation always runs); 0 = final only"""
+    """evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10
-    """episodes per evaluation, played once greedily (argmax π) and once sampling from π"""
+    """episodes per evaluation, on a separate environment, played once greedily (argmax pi) and once sampling from pi"""
     output_dir: str = "runs"
-    """directory under which the run directory is created"""
+    """runs are written to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/"""
     checkpoint_every: int = 100_000
-    """environment steps between checkpoints (one is always written at the end); 0 = end only"""
+    """write checkpoint.pt every this many environment steps (0: only at the end)"""
     save_buffer: bool = False
-    """include the replay buffer in checkpoints, so that --resume continues exactly"""
+    """include the replay buffer in checkpoints, so that --resume continues learning from it (large)"""
     resume: str | None = None
-    """checkpoint.pt to continue training from"""
+    """continue the run of this checkpoint.pt, in its run directory, up to --total-timesteps"""
     eval_only: str | None = None
-    """checkpoint.pt to evaluate (no training); combine with --capture-video to watch it"""
+    """load this checkpoint.pt and only evaluate it (with --capture-video to watch)"""
     log_every: int = 1_000
-    """environment steps between loss logs, non-finite checks and plain progress lines"""
+    """write losses and the progress line every this many environment steps"""
     compile: bool = False
-    """wrap the gradient update in torch.compile (off: not faster for these small networks on CPU)"""
+    """torch.compile the loss computations (not faster for these small networks on CPU)"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "maxent-rl"
+    """W&B project"""
+    wandb_entity: str | None = None
+    """W&B entity (team or user)"""
+    capture_video: bool = False
+    """record a greedy episode of the final policy to {run_dir}/videos (needs moviepy)"""
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr, exit status 2."""
-
-
-# ----------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # Environments
-# ----------------------------------------------------------------------------------------------------------
-
-
+# ----------------------------------------------------------------------------------------------------------------------
 def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/")
 
 
-def make_env(args: Args, seed: int, for_evaluation: bool = False, video_dir: str | None = None):
-    """One environment with the standard preprocessing; evaluation envs play full games without clipping."""
+def make_registered(env_id: str, **kwargs) -> gym.Env:
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        raise UsageError(f"--env-id {env_id} needs an extra package: {error}") from None
+    except gym.error.Error as error:
+        raise UsageError(f"--env-id {env_id} is not a registered gymnasium environment ({error})") from None
 
-    def thunk():
+
+def make_env(args: Args, seed: int, for_evaluation: bool = False, video_dir: str | None = None):
+    """A function building one environment with the standard preprocessing; evaluation environments play full games.
+    Atari: no-op starts, frame skip 4 with max-pooling, 84x84 grayscale (Mnih et al. 2015); frames are then stacked."""
+
+    def thunk() -> gym.Env:
         render = {"render_mode": "rgb_array"} if video_dir is not None else {}
         if is_atari(args.env_id):
             try:
@@ -151,105 +160,157 @@ def make_env(args: Args, seed: int, for_evaluation: bool = False, video_dir: str
             try:
                 import cv2  # noqa: F401  (AtariPreprocessing resizes with OpenCV)
             except ImportError:
-                raise UsageError(f"--env-id {args.env_id} needs OpenCV for the preprocessing: pip install opencv-python") from None
+                raise UsageError(f"--env-id {args.env_id} needs OpenCV for the preprocessing: "
+                                 "pip install opencv-python") from None
             env = gym.wrappers.AtariPreprocessing(
-                env,
-                noop_max=30,
-                frame_skip=4,
-                screen_size=84,
+                env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True, scale_obs=False,
                 terminal_on_life_loss=args.terminal_on_life_loss and not for_evaluation,
-                grayscale_obs=True,
-                scale_obs=False,
-            )
+            )  # a lost life ends training episodes only with the flag: docs/pitfalls.md#atari-life-loss
         else:
             env = make_registered(args.env_id, **render)
         space = env.observation_space
         if isinstance(space, gym.spaces.Box) and len(space.shape) == 2 and space.dtype == np.uint8:
             env = gym.wrappers.FrameStackObservation(env, args.frame_stack)
         if video_dir is not None:
-            env = gym.wrappers.RecordVideo(
-                env, video_dir, episode_trigger=lambda episode: episode % (2 * args.eval_episodes) == 0
-            )
+            env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: episode == 0,
+                                           disable_logger=True)
         env.action_space.seed(seed)
         return env
 
     return thunk
 
 
-def make_registered(env_id: str, **kwargs):
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.DependencyNotInstalled as error:
-        raise UsageError(f"--env-id {env_id} needs an extra package: {error}") from None
-    except gym.error.Error as error:
-        raise UsageError(f"--env-id {env_id} is not a registered gymnasium environment ({error})") from None
-
-
-def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
-    """SAME_STEP autoreset: a done sub-env is reset inside step() and its true last obs is in infos["final_obs"]."""
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args, args.seed + i) for i in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
-    return envs
-
-
 def check_spaces(env_id: str, observation_space, action_space) -> None:
     if isinstance(action_space, gym.spaces.Box):
-        raise UsageError(
-            f"--env-id {env_id} has a continuous (Box) action space; discrete SAC needs Discrete actions: "
-            "use sac_continuous.py"
-        )
+        raise UsageError(f"--env-id {env_id} has a continuous (Box) action space; discrete SAC needs Discrete actions: "
+                         "use sac_continuous.py")
     if not isinstance(action_space, gym.spaces.Discrete):
         raise UsageError(f"--env-id {env_id} has action space {action_space}; sac_discrete.py needs Discrete")
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
-        raise UsageError(
-            f"--env-id {env_id} has observation space {observation_space}; "
-            "sac_discrete.py needs a flat Box vector or 2-D uint8 frames"
-        )
+        raise UsageError(f"--env-id {env_id} has observation space {observation_space}; "
+                         "sac_discrete.py needs a flat Box vector or 2-D uint8 frames")
     if len(observation_space.shape) == 3 and observation_space.dtype != np.uint8:
         raise UsageError(f"--env-id {env_id}: image observations must be uint8 frames, got {observation_space}")
 
 
-def is_image_space(observation_space) -> bool:
-    return len(observation_space.shape) == 3
+def is_image(obs_shape: tuple[int, ...]) -> bool:
+    return len(obs_shape) == 3
 
 
-# ----------------------------------------------------------------------------------------------------------
+def make_vector_env(args: Args) -> gym.vector.VectorEnv:
+    """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
+    and the observation returned is already the next episode's first, so no stored transition crosses an episode
+    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead;
+    docs/pitfalls.md#vector-autoreset)."""
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args, args.seed + i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """s' of each transition: next_obs, except where an episode just ended, whose last observation is in final_obs
+    (next_obs there already starts the next episode)."""
+    real_next_obs = next_obs.copy()
+    if "_final_obs" in infos:
+        for i in np.flatnonzero(infos["_final_obs"]):
+            real_next_obs[i] = infos["final_obs"][i]
+    return real_next_obs
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The math: each target and loss of docs/sac_discrete.md as a function of tensors. Logits and Q(s,·) are (B, |A|), the
+# twin Q (2, B, |A|); every expectation over actions is an exact sum over the last axis, then a mean over the batch
+# (docs/pitfalls.md#discrete-expectations).
+# ----------------------------------------------------------------------------------------------------------------------
+def policy_probabilities(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """π(·|s) and log π(·|s) = log_softmax(logits), never log(softmax + ε), which is biased (DSAC-1)."""
+    log_probs = F.log_softmax(logits, dim=-1)
+    return log_probs.exp(), log_probs
+
+
+def policy_entropy(probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """H(π(·|s)) = −π(·|s)ᵀ log π(·|s) per state, the exact expectation (DSAC-2)."""
+    return -(probs * log_probs).sum(-1)
+
+
+def soft_state_value(next_probs: torch.Tensor, next_log_probs: torch.Tensor, next_target_q: torch.Tensor,
+                     alpha: torch.Tensor) -> torch.Tensor:
+    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Alg. 1.
+    next_target_q: (2, B, |A|); the minimum is taken action by action, then the expectation."""
+    return (next_probs * (next_target_q.min(dim=0).values - alpha * next_log_probs)).sum(-1)
+
+
+def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor,
+                  gamma: float) -> torch.Tensor:
+    """y = r + γ(1 − d) V(s') (DSAC-4); 2018b, Eq. 5 plus the done mask it omits. d is `terminated` only: a time-limit
+    truncation is not part of the MDP, so it bootstraps (docs/pitfalls.md#truncation-vs-termination)."""
+    return reward + gamma * (1.0 - terminated) * next_value
+
+
+def critic_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """J_Q = Σ_i E[½(Q_i(s,a) − y)²] over the twin critics (DSAC-5); 2018b, Eq. 5. q_taken: (2, B), target: (B,).
+    kind="huber" replaces ½e² by Huber(e) (quadratic for |e| ≤ 1, linear beyond), an option against Q blow-ups."""
+    target = target.unsqueeze(0).expand_as(q_taken)
+    if kind == "huber":
+        return 2.0 * F.smooth_l1_loss(q_taken, target)
+    return 2.0 * 0.5 * F.mse_loss(q_taken, target)  # the mean over both critics, times 2: the sum of the two losses
+
+
+def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Alg. 1, which writes the
+    objective to maximise, π(s)ᵀ[Q − α log π]; this is its negative. q: (2, B, |A|), treated as a constant."""
+    return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
+
+
+def temperature_loss(probs: torch.Tensor, log_probs: torch.Tensor, log_alpha: torch.Tensor,
+                     target_entropy: float) -> torch.Tensor:
+    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-7); Christodoulou 2019, Alg. 1; 2018b, Eq. 18. A function of α
+    alone: its gradient in log α is −α(H̄ − H(π)), so α grows while the entropy is below the target and shrinks above.
+    log α is optimised so that α stays positive (docs/pitfalls.md#temperature-log-alpha)."""
+    return (probs.detach() * (-log_alpha.exp() * (log_probs.detach() + target_entropy))).sum(-1).mean()
+
+
+def target_entropy_for(n_actions: int, scale: float) -> float:
+    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-8): the paper's c = 0.98 is often
+    unreachable; 0.5 here on CartPole, 0.89 in CleanRL on Atari (docs/pitfalls.md#discrete-target-entropy)."""
+    return scale * math.log(n_actions)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """θ̄ ← τθ + (1 − τ)θ̄, all tensors in one fused call (DSAC-9); 2018b, Alg. 1. τ = 1 is a hard copy."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Networks
-# ----------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
+def mlp(in_size: int, hidden_sizes: tuple[int, ...], out_size: int) -> nn.Sequential:
+    layers, size = [], in_size
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(size, hidden), nn.ReLU()]
+        size = hidden
+    return nn.Sequential(*layers, nn.Linear(size, out_size))
 
 
 class EnsembleLinear(nn.Module):
-    """`members` independent linear layers applied in one batched matmul: (E, B, in) -> (E, B, out)."""
+    """`members` independent linear layers evaluated in one batched matmul: (E, B, in) -> (E, B, out).
+    Each member is initialised exactly like nn.Linear, so the ensemble is ordinary Q networks, only faster."""
 
-    def __init__(self, members: int, in_features: int, out_features: int):
+    def __init__(self, members: int, in_size: int, out_size: int):
         super().__init__()
-        bound = 1.0 / math.sqrt(in_features)  # the nn.Linear default initialisation, per member
-        self.weight = nn.Parameter(torch.empty(members, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_features).uniform_(-bound, bound))
+        bound = 1.0 / math.sqrt(in_size)  # nn.Linear's default, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(in), 1/sqrt(in))
+        self.weight = nn.Parameter(torch.empty(members, in_size, out_size).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_size).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def nature_cnn_output_size(frame_stack: int, height: int, width: int) -> int:
-    with torch.no_grad():
-        return nature_cnn(frame_stack, members=1)(torch.zeros(1, frame_stack, height, width)).shape[1]
-
-
 def nature_cnn(frame_stack: int, members: int) -> nn.Sequential:
-    """Mnih et al. 2015 convolutions; with members > 1 the stacks run side by side as grouped convolutions."""
+    """The convolutions of Mnih et al. 2015; with members > 1 the stacks run side by side as grouped convolutions."""
     return nn.Sequential(
         nn.Conv2d(frame_stack, 32 * members, 8, stride=4),  # every member reads the same input
         nn.ReLU(),
@@ -261,38 +322,43 @@ def nature_cnn(frame_stack: int, members: int) -> nn.Sequential:
     )
 
 
+def nature_cnn_output_size(frame_stack: int, height: int, width: int) -> int:
+    with torch.no_grad():
+        return nature_cnn(frame_stack, members=1)(torch.zeros(1, frame_stack, height, width)).shape[1]
+
+
 class Actor(nn.Module):
-    """Categorical policy: logits of π(·|s) (000 "Discrete SAC": π maps a state to [0, 1]^|A|)."""
+    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, Alg. 1."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
-        self.is_image = len(obs_shape) == 3
+        self.is_image = is_image(obs_shape)
         if self.is_image:
             features = nature_cnn_output_size(*obs_shape)
             self.net = nn.Sequential(
                 nature_cnn(obs_shape[0], members=1), nn.Linear(features, 512), nn.ReLU(), nn.Linear(512, n_actions)
             )
         else:
-            self.net = mlp([obs_shape[0], *hidden_sizes, n_actions])
+            self.net = mlp(obs_shape[0], hidden_sizes, n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0 if self.is_image else obs
-        return self.net(x)
+        return self.net(obs.float() / 255.0 if self.is_image else obs)
 
 
 class TwinCritic(nn.Module):
-    """Q_1(s,·), Q_2(s,·) in one call with stacked weights; returns shape (2, B, |A|)."""
+    """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|) (DSAC-3);
+    Christodoulou 2019, Alg. 1."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
-        self.is_image = len(obs_shape) == 3
+        self.is_image = is_image(obs_shape)
         if self.is_image:
             self.features = nature_cnn_output_size(*obs_shape)
             self.encoder = nature_cnn(obs_shape[0], members=2)
             sizes = [self.features, 512, n_actions]
         else:
             sizes = [obs_shape[0], *hidden_sizes, n_actions]
-        self.layers = nn.ModuleList(EnsembleLinear(2, sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1))
+        self.layers = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.is_image:
@@ -307,78 +373,9 @@ class TwinCritic(nn.Module):
         return x
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The math (000 "Discrete SAC"; ../shared/NOTES.md "Discrete SAC"). Shapes: logits, Q(s,·): (B, |A|);
-# every expectation over actions is an exact sum over the last axis, then a mean over the batch.
-# ----------------------------------------------------------------------------------------------------------
-
-
-def policy_probabilities(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """π(·|s) and log π(·|s) from logits; log π from log_softmax, never log(softmax + ε) (NOTES pitfall 8)."""
-    log_probs = F.log_softmax(logits, dim=-1)
-    return log_probs.exp(), log_probs
-
-
-def policy_entropy(probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-    """H(π(·|s)) = -π(·|s)ᵀ log π(·|s), per state (the expectation; NOTES error 2)."""
-    return -(probs * log_probs).sum(-1)
-
-
-def soft_state_value(
-    next_probs: torch.Tensor, next_log_probs: torch.Tensor, next_target_q: torch.Tensor, alpha: torch.Tensor
-) -> torch.Tensor:
-    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], exact (000 "Discrete SAC" Eq. dsac.1). next_target_q: (2, B, |A|)."""
-    return (next_probs * (next_target_q.min(dim=0).values - alpha * next_log_probs)).sum(-1)
-
-
-def soft_q_target(
-    reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor, gamma: float
-) -> torch.Tensor:
-    """y = r + γ(1 − d)V(s') (000 "Soft Actor-Critic" Eq. sac.6). Only termination sets d = 1: a time limit bootstraps."""
-    return reward + gamma * (1.0 - terminated) * next_value
-
-
-def critic_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Σ_i E[½(Q_i(s,a) − y)²] over the twin critics (NOTES "SAC v2"); q_taken: (2, B), target: (B,).
-
-    kind="huber" replaces ½e² by Huber(e) (quadratic for |e| ≤ 1, linear beyond), an option against Q blow-ups.
-    """
-    target = target.unsqueeze(0).expand_as(q_taken)
-    if kind == "huber":
-        return 2.0 * F.smooth_l1_loss(q_taken, target)
-    return 2.0 * 0.5 * F.mse_loss(q_taken, target)  # mean over both critics × 2 = sum of the two critic losses
-
-
-def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))], q: (2, B, |A|), treated as a constant.
-
-    000 "Discrete SAC" writes π(s)ᵀ[Q − α log π], the objective to *maximise*; we minimise its negative.
-    """
-    return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
-
-
-def temperature_loss(
-    probs: torch.Tensor, log_probs: torch.Tensor, log_alpha: torch.Tensor, target_entropy: float
-) -> torch.Tensor:
-    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (000 "Discrete SAC"), a function of α alone.
-
-    Its gradient in log α is −α(H̄ − H(π)): α grows while the entropy is below the target H̄ and shrinks above.
-    We optimise log α so α stays positive (NOTES pitfall 6); with Adam, using α or log α as the factor in front
-    of (log π + H̄) makes no measurable difference (CleanRL PR #414), so the equation is kept as written.
-    """
-    return (probs.detach() * (-log_alpha.exp() * (log_probs.detach() + target_entropy))).sum(-1).mean()
-
-
-def target_entropy_for(n_actions: int, scale: float) -> float:
-    """H̄ = scale · log|A|: a fraction of the uniform policy's entropy (NOTES pitfall 7)."""
-    return scale * math.log(n_actions)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Replay buffers (preallocated tensors on the device, sampled with torch.randint / torch.multinomial)
-# ----------------------------------------------------------------------------------------------------------
-
-
+# ----------------------------------------------------------------------------------------------------------------------
+# Replay buffers: preallocated tensors on the training device, sampled with torch.randint / torch.multinomial
+# ----------------------------------------------------------------------------------------------------------------------
 class Batch(NamedTuple):
     obs: torch.Tensor
     actions: torch.Tensor
@@ -388,43 +385,49 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Circular buffer of (s, a, r, s', terminated) for vector observations."""
+    """Circular buffer of (s, a, r, s', terminated) for vector observations; `terminated` (never `truncated`) is stored
+    for the mask of (DSAC-4)."""
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], device: torch.device):
+        # Bytes per row: s and s' (float32), a (int64), r and terminated (float32).
+        check_memory(capacity * (8 * math.prod(obs_shape) + 16), device, f"--buffer-size {capacity}")
         self.capacity, self.device = capacity, device
         self.obs = torch.zeros((capacity, *obs_shape), dtype=torch.float32, device=device)
-        self.next_obs = torch.zeros_like(self.obs)
         self.actions = torch.zeros(capacity, dtype=torch.long, device=device)
         self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
+        self.next_obs = torch.zeros_like(self.obs)
         self.terminated = torch.zeros(capacity, dtype=torch.float32, device=device)
         self.position, self.size = 0, 0
 
-    def add(self, obs, next_obs, actions, rewards, terminated, done) -> None:
-        """next_obs is the true next observation (the final one for a done sub-env); done is unused here."""
+    def add(self, obs, actions, rewards, next_obs, terminated, done=None) -> None:
+        """Add one transition per environment; `done` is for the frame buffer (each row here holds its own s')."""
         n = len(actions)
         rows = torch.arange(self.position, self.position + n, device=self.device) % self.capacity
-        self.obs[rows] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        self.next_obs[rows] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
-        self.actions[rows] = torch.as_tensor(actions, dtype=torch.long, device=self.device)
-        self.rewards[rows] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
-        self.terminated[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=self.device)
+        for store, value in zip(self.stores().values(), (obs, actions, rewards, next_obs, terminated)):
+            store[rows] = torch.as_tensor(value, dtype=store.dtype, device=self.device)
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def stores(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in Batch._fields}
+
     def sample(self, batch_size: int) -> Batch:
         rows = torch.randint(0, self.size, (batch_size,), device=self.device)
-        return Batch(self.obs[rows], self.actions[rows], self.rewards[rows], self.next_obs[rows], self.terminated[rows])
+        return Batch(**{name: store[rows] for name, store in self.stores().items()})
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name) for name in ("obs", "next_obs", "actions", "rewards", "terminated", "position", "size")}
+        """The filled rows only."""
+        return {"position": self.position, "size": self.size,
+                **{name: store[: self.size].cpu() for name, store in self.stores().items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        for name, value in state.items():
-            setattr(self, name, value.to(self.device) if torch.is_tensor(value) else value)
+        self.position, self.size = state["position"], state["size"]
+        for name, store in self.stores().items():
+            store[: self.size] = state[name].to(self.device)
 
 
 class FrameReplayBuffer:
-    """Replay of stacked uint8 frames that stores each frame once (NOTES pitfall 12).
+    """Replay of stacked uint8 frames that stores each frame once (docs/pitfalls.md#frame-once-replay).
 
     Each environment writes its own stream of slots. Slot t holds the newest frame of s_t with a_t, r_t, d_t and
     how many steps s_t is into its episode (capped at stack - 1). The stack of s_t is rebuilt from slots t-3..t,
@@ -440,6 +443,7 @@ class FrameReplayBuffer:
         self.slots = capacity // num_envs
         self.num_envs, self.device = num_envs, device
         shape = (num_envs, self.slots)
+        check_memory(num_envs * self.slots * (height * width + 21), device, f"--buffer-size {capacity}")
         self.frames = torch.zeros((*shape, height, width), dtype=torch.uint8, device=device)
         self.actions = torch.zeros(shape, dtype=torch.long, device=device)
         self.rewards = torch.zeros(shape, dtype=torch.float32, device=device)
@@ -451,7 +455,8 @@ class FrameReplayBuffer:
         # Offsets back from the newest frame, oldest first: s_t = frames[t-3], ..., frames[t].
         self.offsets = torch.arange(self.stack - 1, -1, -1, device=device)
 
-    def add(self, obs, next_obs, actions, rewards, terminated, done) -> None:
+    def add(self, obs, actions, rewards, next_obs, terminated, done) -> None:
+        """Add one transition per environment; `done` (terminated or truncated) ends the stream's episode."""
         envs = torch.arange(self.num_envs, device=self.device)
         t = torch.as_tensor(self.position, device=self.device)
         next_t = (t + 1) % self.slots
@@ -460,14 +465,16 @@ class FrameReplayBuffer:
         self.valid[envs.unsqueeze(1), stale] = 0.0
         cap = self.stack - 1
         self.frames[envs, t] = torch.as_tensor(obs[:, -1], device=self.device)
-        self.steps_into_episode[envs, t] = torch.as_tensor(np.minimum(self.episode_step, cap), dtype=torch.uint8, device=self.device)
+        self.steps_into_episode[envs, t] = torch.as_tensor(np.minimum(self.episode_step, cap), dtype=torch.uint8,
+                                                           device=self.device)
         self.actions[envs, t] = torch.as_tensor(actions, dtype=torch.long, device=self.device)
         self.rewards[envs, t] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
         self.terminated[envs, t] = torch.as_tensor(terminated, dtype=torch.float32, device=self.device)
         self.valid[envs, t] = 1.0
         # s_{t+1} goes in the next slot now; unless the episode ended, the next add() rewrites it unchanged.
         self.frames[envs, next_t] = torch.as_tensor(next_obs[:, -1], device=self.device)
-        self.steps_into_episode[envs, next_t] = torch.as_tensor(np.minimum(self.episode_step + 1, cap), dtype=torch.uint8, device=self.device)
+        self.steps_into_episode[envs, next_t] = torch.as_tensor(np.minimum(self.episode_step + 1, cap),
+                                                                dtype=torch.uint8, device=self.device)
         done = np.asarray(done, dtype=bool)
         self.position = (self.position + np.where(done, 2, 1)) % self.slots
         self.episode_step = np.where(done, 0, self.episode_step + 1)
@@ -482,13 +489,19 @@ class FrameReplayBuffer:
         obs, next_obs = self._stack(env, t), self._stack(env, (t + 1) % self.slots)
         return Batch(obs, self.actions[env, t], self.rewards[env, t], next_obs, self.terminated[env, t])
 
-    def state_dict(self) -> dict:
-        names = ("frames", "actions", "rewards", "terminated", "steps_into_episode", "valid", "position", "episode_step")
+    def stores(self) -> dict[str, torch.Tensor]:
+        names = ("frames", "actions", "rewards", "terminated", "steps_into_episode", "valid")
         return {name: getattr(self, name) for name in names}
 
+    def state_dict(self) -> dict:
+        return {**{name: store.cpu() for name, store in self.stores().items()},
+                "position": torch.from_numpy(self.position.copy()),
+                "episode_step": torch.from_numpy(self.episode_step.copy())}
+
     def load_state_dict(self, state: dict) -> None:
-        for name, value in state.items():
-            setattr(self, name, value.to(self.device) if torch.is_tensor(value) else value)
+        for name, store in self.stores().items():
+            store.copy_(state[name])
+        self.position, self.episode_step = state["position"].numpy().copy(), state["episode_step"].numpy().copy()
 
     def start_new_episodes(self) -> None:
         """After --resume the environments restart: close every stream's episode at its pending last frame."""
@@ -496,128 +509,202 @@ class FrameReplayBuffer:
         self.episode_step[:] = 0
 
     def nbytes(self) -> int:
-        tensors = (self.frames, self.actions, self.rewards, self.terminated, self.steps_into_episode, self.valid)
-        return sum(x.numel() * x.element_size() for x in tensors)
+        return sum(store.numel() * store.element_size() for store in self.stores().values())
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The agent: networks, optimisers and one gradient update
-# ----------------------------------------------------------------------------------------------------------
+def make_buffer(args: Args, obs_shape: tuple[int, ...], device: torch.device) -> ReplayBuffer | FrameReplayBuffer:
+    """The frame buffer for image observations, the plain one otherwise."""
+    if not is_image(obs_shape):
+        return ReplayBuffer(args.buffer_size, obs_shape, device)
+    if args.buffer_size // args.num_envs < 2 * args.frame_stack + 2:
+        raise UsageError(f"--buffer-size {args.buffer_size} is too small for image observations: use at least "
+                         f"{(2 * args.frame_stack + 2) * args.num_envs}")
+    if args.buffer_size > 2**24:
+        raise UsageError(f"--buffer-size {args.buffer_size}: the frame buffer samples with torch.multinomial, "
+                         "limited to 2**24 slots")
+    return FrameReplayBuffer(args.buffer_size, args.num_envs, obs_shape, device)
 
 
-def make_adam(params, lr: float, eps: float) -> torch.optim.Optimizer:
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
-
-
+# ----------------------------------------------------------------------------------------------------------------------
+# One gradient step
+# ----------------------------------------------------------------------------------------------------------------------
 class Agent:
-    """Actor, twin critics and their targets, log α, and the three optimisers."""
+    """Actor, twin critics and their targets, log α, their optimizers, and `update`, one gradient step. The losses are
+    pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow, eager."""
 
     def __init__(self, args: Args, obs_shape: tuple[int, ...], n_actions: int, device: torch.device):
-        self.args, self.device, self.obs_shape, self.n_actions = args, device, tuple(obs_shape), n_actions
+        self.args, self.device = args, device
         self.actor = Actor(obs_shape, n_actions, args.hidden_sizes).to(device)
         self.critic = TwinCritic(obs_shape, n_actions, args.hidden_sizes).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
         self.target_entropy = target_entropy_for(n_actions, args.target_entropy_scale)
-        self.q_optimizer = make_adam(self.critic.parameters(), args.q_lr, args.adam_eps)
-        self.actor_optimizer = make_adam(self.actor.parameters(), args.policy_lr, args.adam_eps)
-        self.alpha_optimizer = make_adam([self.log_alpha], args.policy_lr, args.adam_eps) if args.autotune else None
-        self.update = torch.compile(self._update) if args.compile else self._update
+        adam = functools.partial(torch.optim.Adam, eps=args.adam_eps, fused=True)  # fused: one kernel per step
+        self.q_optimizer = adam(self.critic.parameters(), lr=args.q_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=args.policy_lr)
+        self.alpha_optimizer = adam([self.log_alpha], lr=args.policy_lr)
+        # The optimizers of the policy step, and the parameters its one backward pass computes gradients for.
+        self.policy_optimizers = [self.actor_optimizer] + ([self.alpha_optimizer] if args.autotune else [])
+        self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups
+                              for p in group["params"]]
+        self.gradient_steps = 0
+        if args.compile:  # the same two functions, traced and fused by torch.compile; the optimizer steps stay eager
+            self.critic_losses = torch.compile(self.critic_losses)
+            self.policy_losses = torch.compile(self.policy_losses)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Sample a ~ π(·|s) for a batch of observations (exploration during training)."""
+        """a ~ π(·|s) for a batch of observations, to explore (DSAC-1)."""
         with torch.no_grad():
             logits = self.actor(torch.as_tensor(obs, device=self.device))
             return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu().numpy()
 
-    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One step on the critics, then the actor, then α. Returns detached tensors (no host sync here)."""
-        args = self.args
+    def critic_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """J_Q (DSAC-5) towards y (DSAC-4), with the exact soft value of s' under the target critics (DSAC-3)."""
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
             next_probs, next_log_probs = policy_probabilities(self.actor(batch.next_obs))
             next_value = soft_state_value(next_probs, next_log_probs, self.critic_target(batch.next_obs), alpha)
-            target = soft_q_target(batch.rewards, batch.terminated, next_value, args.gamma)
-
+            target = soft_q_target(batch.rewards, batch.terminated, next_value, self.args.gamma)
         q_all = self.critic(batch.obs)
         q_taken = q_all.gather(2, batch.actions.view(1, -1, 1).expand(2, -1, 1)).squeeze(2)
-        qf_loss = critic_loss(q_taken, target, args.q_loss)
+        loss = critic_loss(q_taken, target, self.args.q_loss)
+        return loss, {"losses/qf_loss": loss.detach(), "losses/alpha": alpha, "losses/q_mean": q_taken.detach().mean(),
+                      "losses/q_max": q_all.detach().max(), "losses/target_mean": target.mean()}
+
+    def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The actor loss (DSAC-6) on Q from the just-updated critics (docs/pitfalls.md#fresh-q-for-actor), plus the
+        temperature loss (DSAC-7) with --autotune. They share no parameters, so their sum has one backward pass."""
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            q = self.critic(obs)
+        probs, log_probs = policy_probabilities(self.actor(obs))
+        loss = actor_loss(probs, log_probs, q, alpha)
+        metrics = {"losses/actor_loss": loss.detach(),
+                   "losses/entropy": policy_entropy(probs, log_probs).detach().mean()}
+        if self.args.autotune:
+            a_loss = temperature_loss(probs, log_probs, self.log_alpha, self.target_entropy)
+            loss = loss + a_loss
+            metrics["losses/alpha_loss"] = a_loss.detach()
+        return loss, metrics
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step in the order of Christodoulou 2019, Alg. 1: the critics (DSAC-3)-(DSAC-5), then the actor
+        (DSAC-6) and α (DSAC-7), then the targets (DSAC-9) every --target-network-frequency gradient steps.
+        Returns detached tensors: nothing here synchronises with the host."""
+        self.gradient_steps += 1
+        loss, metrics = self.critic_losses(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
-        qf_loss.backward()
+        loss.backward()
         self.q_optimizer.step()
 
-        # Fresh Q from the just-updated critics (NOTES pitfall 14); the actor does not backpropagate into them.
-        with torch.no_grad():
-            q_policy = self.critic(batch.obs)
-        probs, log_probs = policy_probabilities(self.actor(batch.obs))
-        policy_loss = actor_loss(probs, log_probs, q_policy, alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        self.actor_optimizer.step()
+        loss, policy_metrics = self.policy_losses(batch.obs)
+        for optimizer in self.policy_optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        # One backward pass for the sum of the actor and α losses, in place of one per loss: they share no parameters
+        # (each detaches the other's inputs), so each gets its own gradient; the critic gets none.
+        loss.backward(inputs=self.policy_params)
+        for optimizer in self.policy_optimizers:
+            optimizer.step()
 
-        if self.alpha_optimizer is not None:
-            alpha_loss = temperature_loss(probs, log_probs, self.log_alpha, self.target_entropy)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
-        else:
-            alpha_loss = torch.zeros((), device=self.device)
+        if self.gradient_steps % self.args.target_network_frequency == 0:
+            polyak_update(self.critic_target, self.critic, self.args.tau)
+        return {**metrics, **policy_metrics}
 
-        return {
-            "losses/qf_loss": qf_loss.detach(),
-            "losses/actor_loss": policy_loss.detach(),
-            "losses/alpha": alpha,
-            "losses/alpha_loss": alpha_loss.detach(),
-            "losses/entropy": policy_entropy(probs, log_probs).mean().detach(),
-            "losses/q_mean": q_taken.mean().detach(),
-            "losses/q_max": q_all.max().detach(),
-            "losses/target_mean": target.mean(),
-        }
-
-    def update_target(self) -> None:
-        """θ̄ ← τθ + (1 − τ)θ̄ (000 "Soft Actor-Critic"); τ = 1 is a hard copy."""
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.args.tau)
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"q": self.q_optimizer, "actor": self.actor_optimizer, "alpha": self.alpha_optimizer}
 
     def state_dict(self) -> dict:
-        state = {
+        return {
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
-            "q_optimizer": self.q_optimizer.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers().items()},
+            "gradient_steps": self.gradient_steps,
         }
-        if self.alpha_optimizer is not None:
-            state["alpha_optimizer"] = self.alpha_optimizer.state_dict()
-        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
-        self.q_optimizer.load_state_dict(state["q_optimizer"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        if self.alpha_optimizer is not None and "alpha_optimizer" in state:
-            self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.gradient_steps = state["gradient_steps"]
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    """Discrete SAC's loop (Christodoulou 2019, Alg. 1): act, step the environments, store, and one gradient step every
+    --update-frequency environment steps. Logging, evaluation and checkpoints are one call each on `run` (the plumbing
+    below)."""
+    checkpoint = prepare(args)
+    device = resolve_device(args.device)
+    envs = make_vector_env(args)
+    obs_shape, n_actions = envs.single_observation_space.shape, int(envs.single_action_space.n)
+    buffer = make_buffer(args, obs_shape, device)
+    agent = Agent(args, obs_shape, n_actions, device)
+    pending_updates = restore(checkpoint, agent, buffer, args) if checkpoint is not None else 0
+    # A resumed run cannot restore the simulators' state: it starts new episodes, seeded from its step.
+    start = checkpoint["global_step"] if checkpoint is not None else 0
+    obs, _ = envs.reset(seed=args.seed + start)
+    envs.action_space.seed(args.seed + start)
+    clip_rewards = is_atari(args.env_id) and args.clip_rewards
+    metrics: dict[str, torch.Tensor] = {}
+
+    with Run(args, checkpoint, lambda: checkpoint_state(agent, buffer, pending_updates, args)) as run:
+        while run.global_step < args.total_timesteps and not run.stop_requested:
+            if run.global_step < args.learning_starts:
+                actions = envs.action_space.sample()
+            else:
+                try:
+                    actions = agent.act(obs)
+                except RuntimeError:  # torch.multinomial refuses a NaN π(·|s): something diverged since the last log
+                    run.log_losses(metrics)  # raises NonFiniteLoss naming the loss, if one is not finite
+                    raise NonFiniteLoss(f"π(·|s) is not finite at step {run.global_step}; "
+                                        f"{run.kept_checkpoint()}") from None
+            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            # Only `terminated` stops bootstrapping (DSAC-4); the end of any episode closes the frame buffer's stream.
+            stored_rewards = np.sign(rewards) if clip_rewards else rewards  # Atari: clipped for learning only
+            done = terminations | truncations
+            buffer.add(obs, actions, stored_rewards, true_next_obs(next_obs, infos), terminations, done)
+            obs = next_obs
+            run.advance(args.num_envs)
+            for i in np.flatnonzero(infos.get("_episode", [])):
+                run.log_episode(infos["episode"]["r"][i], infos["episode"]["l"][i])
+
+            if run.global_step > args.learning_starts:
+                run.start_learning_clock()
+                pending_updates += run.global_step - max(run.previous_step, args.learning_starts)
+                while pending_updates >= args.update_frequency:  # one gradient step per --update-frequency env steps
+                    metrics = agent.update(buffer.sample(args.batch_size))
+                    pending_updates -= args.update_frequency
+
+            if run.due(args.log_every):
+                run.log_losses(metrics)
+            if run.due(args.eval_every):
+                run.log_evaluation(lambda: evaluate(agent.actor, args, device, args.eval_episodes))
+            if run.due(args.checkpoint_every):
+                run.save()
+
+        if not run.stop_requested and run.last_eval_step != run.global_step:
+            run.log_evaluation(lambda: evaluate(agent.actor, args, device, args.eval_episodes))
+        if args.capture_video and not run.stop_requested:
+            evaluate(agent.actor, args, device, 1, video_dir=str(run.dir / "videos"))
+    final = run.last_eval or {}
+    return run.finish(eval_stochastic_return_mean=final.get("eval/stochastic_return_mean"),
+                      eval_stochastic_return_std=final.get("eval/stochastic_return_std"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Evaluation
-# ----------------------------------------------------------------------------------------------------------
-
-
-def evaluate(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, device: torch.device) -> list[float]:
-    """Returns of `episodes` full episodes: a = argmax π(·|s) if greedy (NOTES pitfall 10), else a ~ π(·|s).
-
-    Sampling uses its own generator, so evaluating never changes the training random stream.
-    """
+# ----------------------------------------------------------------------------------------------------------------------
+def play(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, device: torch.device) -> list[float]:
+    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-10), else a ~ π(·|s). Sampling uses its
+    own generator, so evaluating never changes the training random stream."""
     generator = torch.Generator(device=device).manual_seed(seed)
     returns = []
     obs, _ = env.reset(seed=seed)
@@ -639,11 +726,15 @@ def evaluate(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool,
     return returns
 
 
-def evaluate_both(actor: Actor, env: gym.Env, args: Args, device: torch.device) -> dict[str, float]:
-    """Greedy and stochastic evaluation from the same start states; eval/return_mean is the greedy one."""
+def evaluate(actor: Actor, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> dict:
+    """Greedy (DSAC-10) and stochastic returns from the same start states, on a separate environment that plays full
+    games with unclipped scores (docs/pitfalls.md#deterministic-evaluation); eval/return_mean is the greedy one.
+    With `video_dir`, the first greedy episode is recorded there."""
     seed = args.seed + 100_000
-    greedy = evaluate(actor, env, args.eval_episodes, seed, greedy=True, device=device)
-    stochastic = evaluate(actor, env, args.eval_episodes, seed, greedy=False, device=device)
+    env = make_env(args, seed, for_evaluation=True, video_dir=video_dir)()
+    greedy = play(actor, env, episodes, seed, greedy=True, device=device)
+    stochastic = play(actor, env, episodes, seed, greedy=False, device=device)
+    env.close()
     return {
         "eval/return_mean": float(np.mean(greedy)),
         "eval/return_std": float(np.std(greedy)),
@@ -652,426 +743,475 @@ def evaluate_both(actor: Actor, env: gym.Env, args: Args, device: torch.device) 
     }
 
 
-def make_eval_env(args: Args, run_dir: Path) -> gym.Env:
-    video_dir = None
-    if args.capture_video:
-        video_dir = str(run_dir / "videos")
-    env = make_env(args, args.seed + 100_000, for_evaluation=True, video_dir=video_dir)()
-    check_spaces(args.env_id, env.observation_space, env.action_space)
-    return env
+
+# ======================================================================================================================
+# ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----
+# Nothing below changes what is learned. From here to "end of the shared plumbing" the text is the same in
+# sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_shared_plumbing.py compares it); what a
+# script does differently (the state its checkpoint holds, its own checks) is passed in or written after that line.
+# ======================================================================================================================
+class UsageError(Exception):
+    """Bad input: reported as one line naming the flag or file, exit status 2."""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints, metrics, run directory
-# ----------------------------------------------------------------------------------------------------------
+class NonFiniteLoss(Exception):
+    """A loss or a parameter became NaN or infinite: reported as one line, exit status 1; the last good checkpoint is
+    kept."""
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Atomic: write a temporary file, then os.replace, so a crash never destroys the previous checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+EXIT_OK, EXIT_NON_FINITE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def load_checkpoint(path: str, flag: str) -> dict:
-    if not os.path.isfile(path):
-        raise UsageError(f"{flag} {path}: no such file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupted file
-        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); pass a checkpoint.pt written by sac_discrete.py") from None
-    if not isinstance(payload, dict) or payload.get("script") != SCRIPT_NAME:
-        found = payload.get("script") if isinstance(payload, dict) else None
-        raise UsageError(f"{flag} {path}: checkpoint was written by {found or 'another program'}, not sac_discrete.py")
-    return payload
-
-
-def check_checkpoint_shape(payload: dict, obs_shape: tuple[int, ...], n_actions: int, args: Args, flag: str, path: str) -> None:
-    saved = (tuple(payload["obs_shape"]), payload["n_actions"], tuple(payload["args"]["hidden_sizes"]))
-    wanted = (tuple(obs_shape), n_actions, tuple(args.hidden_sizes))
-    if saved != wanted:
-        raise UsageError(
-            f"{flag} {path}: checkpoint has (obs shape, actions, hidden sizes) {saved} but this run has {wanted}; "
-            f"use --env-id {payload['args']['env_id']} and the same --hidden-sizes"
-        )
-
-
-def capture_rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class MetricsLog:
-    """metrics.jsonl (one JSON object per event) and, with --track, the same to Weights & Biases."""
-
-    def __init__(self, run_dir: Path, start_time: float, wandb_run=None):
-        self.file = open(run_dir / "metrics.jsonl", "a")
-        self.start_time, self.wandb_run = start_time, wandb_run
-
-    def log(self, global_step: int, metrics: dict) -> None:
-        values = {name: float(value) for name, value in metrics.items()}
-        record = {"global_step": int(global_step), "wall_time": time.time() - self.start_time, **values}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.wandb_run is not None:
-            self.wandb_run.log(values, step=int(global_step))
-
-    def close(self) -> None:
-        self.file.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
-
-
-def start_wandb(args: Args, run_name: str, run_dir: Path):
-    try:
-        import wandb
-    except ImportError:
-        raise UsageError("--track needs wandb: pip install wandb") from None
-    if not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY") and not has_wandb_netrc():
-        raise UsageError("--track: no Weights & Biases credentials; run `wandb login` or set WANDB_MODE=offline")
-    return wandb.init(
-        project=args.wandb_project_name, entity=args.wandb_entity, config=dataclasses.asdict(args),
-        name=run_name, dir=str(run_dir),
-    )
-
-
-def has_wandb_netrc() -> bool:
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of `every` lies in (before, after]: with N environments the step counter jumps by N."""
+    return every > 0 and after // every > before // every
 
 
 def resolve_device(name: str) -> torch.device:
+    """--device auto is cuda when a GPU is available, else cpu."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; with `deterministic`, make torch's kernels repeatable (bit-exact on CPU)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if deterministic:
+        # cuBLAS (CUDA >= 10.2) refuses deterministic mode unless this is set before its first call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
+        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
-def validate_args(args: Args) -> None:
+def check_common_args(args) -> None:
+    """The checks every training script shares; each script adds its own in `validate`."""
     checks = [
-        (0.0 <= args.gamma <= 1.0, f"--gamma {args.gamma} must be in [0, 1]"),
-        (0.0 < args.tau <= 1.0, f"--tau {args.tau} must be in (0, 1]"),
-        (args.batch_size >= 1, f"--batch-size {args.batch_size} must be at least 1"),
-        (args.buffer_size >= 1, f"--buffer-size {args.buffer_size} must be at least 1"),
-        (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower it or raise --buffer-size"),
-        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be at least 1"),
-        (args.total_timesteps >= 0, f"--total-timesteps {args.total_timesteps} must be >= 0"),
-        (args.learning_starts >= 0, f"--learning-starts {args.learning_starts} must be >= 0"),
-        (args.update_frequency >= 1, f"--update-frequency {args.update_frequency} must be at least 1"),
-        (args.target_network_frequency >= 1, f"--target-network-frequency {args.target_network_frequency} must be at least 1"),
-        (args.alpha > 0.0, f"--alpha {args.alpha} must be > 0"),
-        (0.0 <= args.target_entropy_scale < 1.0, f"--target-entropy-scale {args.target_entropy_scale} must be in [0, 1): the uniform policy's entropy log|A| is the maximum"),
-        (args.eval_episodes >= 1, f"--eval-episodes {args.eval_episodes} must be at least 1"),
-        (args.eval_every >= 0 and args.checkpoint_every >= 0, "--eval-every and --checkpoint-every must be >= 0"),
-        (args.log_every >= 1, f"--log-every {args.log_every} must be at least 1"),
-        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1, f"--hidden-sizes {args.hidden_sizes} needs at least one positive width"),
-        (args.frame_stack >= 1, f"--frame-stack {args.frame_stack} must be at least 1"),
-        (args.policy_lr > 0 and args.q_lr > 0, "--policy-lr and --q-lr must be > 0"),
-        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other"),
+        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
+        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
+        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
+        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
+        (args.buffer_size >= 1, f"--buffer-size must be >= 1, got {args.buffer_size}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower one"),
+        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
+        (args.learning_starts < args.total_timesteps, f"--learning-starts {args.learning_starts} is not below "
+         f"--total-timesteps {args.total_timesteps}: the run would never learn"),
+        (args.target_network_frequency >= 1,
+         f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
+        (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
+        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} {args.q_lr}"),
+        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
+         f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
+        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
+        (min(args.eval_every, args.checkpoint_every) >= 0, "--eval-every and --checkpoint-every must be >= 0"),
+        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
+        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    resolve_device(args.device)
+    if not args.eval_only:
+        check_writable(Path(args.resume).resolve().parent if args.resume else Path(args.output_dir),
+                       "--resume" if args.resume else "--output-dir")
     if args.capture_video:
         try:
-            import moviepy  # noqa: F401
+            import moviepy  # noqa: F401  (gymnasium's RecordVideo needs it)
         except ImportError:
             raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    if args.track:
+        check_wandb_credentials()
 
 
-def make_run_dir(args: Args) -> tuple[str, Path]:
-    run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(args.output_dir) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-    return run_name, run_dir
+def check_writable(directory: Path, flag: str) -> None:
+    """Fail before any work, not after the first evaluation, when the run directory cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot write to {directory} ({error.strerror or error})") from None
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
-    (run_dir / "summary.json").write_text(json.dumps({**summary, "run_dir": str(run_dir.resolve())}, indent=2))
+def check_memory(nbytes: int, device: torch.device, what: str) -> None:
+    """Refuse, before allocating it, a replay buffer larger than the free memory of its device."""
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as meminfo:  # Linux; elsewhere the allocation itself is the check
+                available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return
+    if nbytes > available:
+        raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of {device.type} "
+                         "memory are free; lower --buffer-size")
 
 
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop finishes the current step, saves, and exits 130."""
+# A resumed run keeps every setting of its checkpoint but these: its length, its cadences and where its outputs go.
+RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
+                     "resume", "output_dir", "device", "compile", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video"}
 
-    def __init__(self):
-        self.requested = False
-        self.previous = {}
 
-    def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self.previous[signum] = signal.signal(signum, self._handle)
+def resume_settings(args, checkpoint: dict, path: str) -> None:
+    """Take the settings of the checkpoint's run into `args`; a flag given on the command line that would change what
+    is learned (another environment, batch size, learning rate, ...) is refused, naming it."""
+    saved, defaults = checkpoint["args"], type(args)()
+    for field in fields(args):
+        if field.name not in saved:
+            continue
+        given, stored = getattr(args, field.name), saved[field.name]
+        stored = tuple(stored) if isinstance(stored, list) else stored
+        if given == getattr(defaults, field.name):  # not on the command line: as the run was
+            setattr(args, field.name, stored)
+        elif given != stored and field.name not in RESUME_MAY_CHANGE:
+            raise UsageError(f"--resume {path}: --{field.name.replace('_', '-')} {given} differs from the checkpoint's "
+                             f"{stored}; a resumed run keeps its settings: only length, cadences and outputs change")
+
+
+def check_wandb_credentials() -> None:
+    """Tracking never prompts: without a key and without WANDB_MODE, say how to proceed."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise UsageError("--track needs wandb: pip install wandb") from None
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path.home() / ".netrc"
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text():
+        return
+    raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline to log locally")
+
+
+def rng_state() -> dict:
+    """Every random generator a run draws from, as tensors and plain values (loadable with weights_only=True)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint written by this script; anything else is a UsageError naming the flag and the file.
+    weights_only=True: loading a checkpoint never runs code from it."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupted, or not a torch file
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?"
+                         ) from None
+    if not isinstance(state, dict) or state.get("script") != SCRIPT or "args" not in state:
+        found = state.get("script") if isinstance(state, dict) else None
+        other = f"{found}.py" if found else "another program"
+        raise UsageError(f"{flag} {path}: this checkpoint was written by {other}, not {SCRIPT}.py")
+    return state
+
+
+def non_finite_entry(state, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) checkpoint dict that holds a NaN or an inf."""
+    if torch.is_tensor(state):
+        return prefix if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = non_finite_entry(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class Run:
+    """One training run beside the learning: its directory, metrics.jsonl, progress line, Weights & Biases, the
+    step counter and its cadences, Ctrl-C, checkpoints and summary.json.
+
+    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/ (with a suffix when two runs start
+    in the same second); --resume continues in the checkpoint's own directory, its metrics.jsonl cut back to the
+    checkpoint's step. `checkpoint_state()` returns what this script must save beyond the shared fields."""
+
+    def __init__(self, args, checkpoint: dict | None, checkpoint_state):
+        self.args, self.checkpoint_state = args, checkpoint_state
+        self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
+        self.episodes = checkpoint["episodes"] if checkpoint else 0
+        self.last_return, self.last_eval, self.last_eval_step = None, None, None
+        self.start_time, self.learning_clock, self.eval_seconds = time.time(), None, 0.0
+        self.stop_signal = None
+        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory(args)
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
+            stale.unlink()
+        (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        metrics_path = self.dir / "metrics.jsonl"
+        if checkpoint and metrics_path.exists():
+            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
+            lines = metrics_path.read_text().splitlines()
+            kept = [line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step]
+            metrics_path.write_text("".join(kept))
+        self.metrics_file = open(metrics_path, "a")
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            try:  # a key but no network would otherwise hang for minutes
+                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
+                                        settings=wandb.Settings(init_timeout=30))
+            except Exception as error:
+                raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
+                                 "WANDB_MODE=offline to log locally") from None
+        self.progress_bar = None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step",
+                                         dynamic_ncols=True)
+            except ImportError:  # a copied script without tqdm falls back to plain progress lines
+                pass
+        self.previous_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def new_directory(args) -> Path:
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+            try:
+                path = Path(args.output_dir) / (name + suffix)
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as error:
+                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory ({error.strerror})"
+                                 ) from None
+        raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
+
+    def request_stop(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_signal is not None
+
+    # ---- the step counter and its cadences ----
+    def advance(self, steps: int) -> None:
+        self.previous_step, self.global_step = self.global_step, self.global_step + steps
+        if self.progress_bar is not None:
+            self.progress_bar.update(steps)
+
+    def due(self, every: int) -> bool:
+        """True on the step that crosses a multiple of `every` (0: never)."""
+        return crossed(self.previous_step, self.global_step, every)
+
+    def start_learning_clock(self) -> None:
+        """Speed is measured over the learning phase only: from the first gradient step on."""
+        if self.learning_clock is None:
+            self.learning_clock = (time.time(), self.previous_step)
+
+    def sps(self) -> float:
+        if self.learning_clock is None:
+            return 0.0
+        seconds = time.time() - self.learning_clock[0] - self.eval_seconds
+        return (self.global_step - self.learning_clock[1]) / seconds if seconds > 0 else 0.0
+
+    # ---- metrics ----
+    def log(self, metrics: dict) -> None:
+        """One event of metrics.jsonl (and of W&B with --track)."""
+        record = {"global_step": self.global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=self.global_step)
+
+    def log_episode(self, episode_return: float, length: int) -> None:
+        self.episodes += 1
+        self.last_return = float(episode_return)
+        self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(length)})
+
+    def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Read the latest losses (the only host synchronisation of the learning phase), stop on a non-finite one,
+        and write them with the speed and the progress line."""
+        values = {name: float(value) for name, value in metrics.items()}
+        bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
+        sps = self.sps()
+        self.log({**values, "charts/SPS": round(sps, 1)})
+        text = f"SPS {sps:.0f}" if self.learning_clock is not None else "random actions, learning not started"
+        text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
+        if self.progress_bar is not None:
+            self.progress_bar.set_postfix_str(text)
+        else:
+            print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
+
+    def log_evaluation(self, evaluate) -> dict:
+        """Run `evaluate()` (a dict of eval/... metrics), log it, and keep its time out of the speed."""
+        started = time.time()
+        self.last_eval, self.last_eval_step = evaluate(), self.global_step
+        self.eval_seconds += time.time() - started if self.learning_clock is not None else 0.0
+        self.log(self.last_eval)
+        return self.last_eval
+
+    # ---- checkpoints ----
+    def kept_checkpoint(self) -> str:
+        if self.checkpoint_path.exists():
+            return f"the last good checkpoint is {self.checkpoint_path}"
+        return "no checkpoint was written"
+
+    def save(self) -> None:
+        """Write checkpoint.pt atomically (a temporary file, then os.replace), so a crash mid-write keeps the previous
+        one; never over a good checkpoint with NaN or inf weights."""
+        state = {"script": SCRIPT, "args": asdict(self.args), "global_step": self.global_step,
+                 "episodes": self.episodes, "rng": rng_state(), **self.checkpoint_state()}
+        bad = non_finite_entry({key: value for key, value in state.items() if key != "buffer"})
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
+        temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    # ---- the end ----
+    def __enter__(self) -> "Run":
         return self
 
-    def _handle(self, signum, frame):
-        self.requested = True
+    def __exit__(self, error_type, error, traceback) -> None:
+        """On any way out, Ctrl-C and crashes included, save what was learned (unless it is no longer finite)."""
+        try:
+            if error_type is not NonFiniteLoss:
+                self.save()
+        finally:
+            for s, handler in self.previous_handlers.items():
+                signal.signal(s, handler)
+            self.metrics_file.close()
+            if self.progress_bar is not None:
+                self.progress_bar.close()
+            if self.wandb is not None:
+                self.wandb.finish()
 
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every --log-every steps."""
-
-    def __init__(self, total: int, initial: int):
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-        self.total, self.shown = total, initial
-
-    def update(self, global_step: int, sps: float, last_return: float | None, plain_line: bool) -> None:
-        text = f"SPS {sps:.0f} return {last_return if last_return is not None else float('nan'):.1f}"
-        if self.bar is not None:
-            self.bar.update(global_step - self.shown)
-            self.bar.set_postfix_str(text, refresh=False)
-        elif plain_line:
-            print(f"step {global_step}/{self.total} {text}", flush=True)
-        self.shown = global_step
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------------------
-
-
-def crossed(before: int, after: int, every: int) -> bool:
-    """True when a multiple of `every` lies in (before, after]; used with vector envs that step N at a time."""
-    return every > 0 and after // every > before // every
-
-
-def stop_non_finite(name: str, value: float, global_step: int, checkpoint_path: Path, last_good: dict | None) -> None:
-    """Save the last checkpoint taken while all losses were finite, name the culprit, exit 1."""
-    if last_good is not None:
-        save_checkpoint(checkpoint_path, last_good)
-    where = f"last good checkpoint in {checkpoint_path}" if last_good is not None else "no checkpoint written"
-    print(f"error: non-finite {name} = {value} at step {global_step}; {where}", file=sys.stderr)
-    raise SystemExit(1)
-
-
-def train(args: Args) -> dict:
-    device = resolve_device(args.device)
-    seed_everything(args.seed, args.torch_deterministic)
-    envs = make_vector_env(args)
-    obs_shape = envs.single_observation_space.shape
-    n_actions = int(envs.single_action_space.n)
-    image = is_image_space(envs.single_observation_space)
-    if image and args.buffer_size // args.num_envs < 2 * args.frame_stack + 2:
-        raise UsageError(f"--buffer-size {args.buffer_size} is too small for image observations: use at least {(2 * args.frame_stack + 2) * args.num_envs}")
-    if image and args.buffer_size > 2**24:
-        raise UsageError(f"--buffer-size {args.buffer_size}: the frame buffer samples with torch.multinomial, limited to 2**24 slots")
-
-    agent = Agent(args, obs_shape, n_actions, device)
-    if image:
-        buffer = FrameReplayBuffer(args.buffer_size, args.num_envs, obs_shape, device)
-    else:
-        buffer = ReplayBuffer(args.buffer_size, obs_shape, device)
-
-    global_step, episodes, pending_updates = 0, 0, 0
-    if args.resume:
-        payload = load_checkpoint(args.resume, "--resume")
-        check_checkpoint_shape(payload, obs_shape, n_actions, args, "--resume", args.resume)
-        agent.load_state_dict(payload["agent"])
-        restore_rng_state(payload["rng"])
-        global_step, episodes, pending_updates = payload["global_step"], payload["episodes"], payload["pending_updates"]
-        if "buffer" in payload:
-            buffer.load_state_dict(payload["buffer"])
-            if image:
-                buffer.start_new_episodes()
-
-    run_name, run_dir = make_run_dir(args)
-    eval_env = make_eval_env(args, run_dir)
-    start_time = time.time()
-    log = MetricsLog(run_dir, start_time, start_wandb(args, run_name, run_dir) if args.track else None)
-    checkpoint_path = run_dir / "checkpoint.pt"
-
-    def checkpoint_payload() -> dict:
-        payload = {
-            "script": SCRIPT_NAME, "args": dataclasses.asdict(args), "obs_shape": tuple(obs_shape),
-            "n_actions": n_actions, "agent": agent.state_dict(), "rng": capture_rng_state(),
-            "global_step": global_step, "episodes": episodes, "pending_updates": pending_updates,
+    def finish(self, **extra) -> dict:
+        """Write summary.json and print the closing line; the returned dict carries the exit status."""
+        summary = {
+            "global_step": self.global_step,
+            "train_sps": round(self.sps(), 1),
+            "eval_return_mean": self.last_eval["eval/return_mean"] if self.last_eval else None,
+            "eval_return_std": self.last_eval["eval/return_std"] if self.last_eval else None,
+            "episodes": self.episodes,
+            "wall_time_s": round(time.time() - self.start_time, 2),
+            "run_dir": str(self.dir.resolve()),
+            "interrupted": self.stop_requested,
+            **extra,
         }
-        if args.save_buffer:
-            payload["buffer"] = buffer.state_dict()
-        return payload
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"{self.dir}: step {self.global_step}, eval return {summary['eval_return_mean']}, "
+              f"train SPS {summary['train_sps']}" + (" (interrupted)" if self.stop_requested else ""), file=sys.stderr)
+        return {**summary, "exit_code": EXIT_INTERRUPTED if self.stop_requested else EXIT_OK}
 
-    # A resumed run cannot restore the simulator's internal state; it starts fresh episodes from a derived seed.
-    obs, _ = envs.reset(seed=args.seed + global_step)
-    envs.action_space.seed(args.seed + global_step)
-    episode_return = np.zeros(args.num_envs)
-    episode_length = np.zeros(args.num_envs, dtype=np.int64)
-    last_return, last_eval, metrics = None, None, None
-    last_good = copy.deepcopy(checkpoint_payload()) if not args.save_buffer else None
-    learning_start_time, learning_start_step, eval_seconds = None, None, 0.0
-    progress = Progress(args.total_timesteps, global_step)
-    interrupted = False
 
-    with StopRequest() as stop:
-        while global_step < args.total_timesteps:
-            if global_step < args.learning_starts:
-                actions = envs.action_space.sample()
-            else:
-                try:
-                    actions = agent.act(obs)
-                except RuntimeError:  # π(·|s) is NaN: a loss diverged since the last log interval
-                    values = {name: float(value) for name, value in (metrics or {}).items()}
-                    bad = next((name for name, value in values.items() if not math.isfinite(value)), "policy logits")
-                    stop_non_finite(bad, values.get(bad, float("nan")), global_step, checkpoint_path, last_good)
-            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-            done = terminated | truncated
-            real_next_obs = next_obs.copy()
-            for i in np.flatnonzero(done):
-                real_next_obs[i] = infos["final_obs"][i]
-            stored_rewards = np.sign(rewards) if image and is_atari(args.env_id) and args.clip_rewards else rewards
-            buffer.add(obs, real_next_obs, actions, stored_rewards, terminated, done)
-            obs = next_obs
+def main(args) -> int:
+    """Train (or, with --eval-only, evaluate a checkpoint); bad input exits 2, a non-finite loss 1, Ctrl-C 130."""
+    try:
+        return (evaluate_checkpoint(args) if args.eval_only else train(args))["exit_code"]
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
 
-            episode_return += rewards
-            episode_length += 1
-            before, global_step = global_step, global_step + args.num_envs
-            for i in np.flatnonzero(done):
-                episodes += 1
-                last_return = float(episode_return[i])
-                log.log(global_step, {"charts/episodic_return": last_return, "charts/episodic_length": episode_length[i]})
-                episode_return[i], episode_length[i] = 0.0, 0
 
-            if global_step > args.learning_starts:
-                if learning_start_time is None:
-                    learning_start_time, learning_start_step = time.time(), before
-                pending_updates += global_step - max(before, args.learning_starts)
-                while pending_updates >= args.update_frequency:
-                    metrics = agent.update(buffer.sample(args.batch_size))
-                    pending_updates -= args.update_frequency
-                if crossed(before, global_step, args.target_network_frequency):
-                    agent.update_target()
+# ---- end of the shared plumbing ----
 
-            if crossed(before, global_step, args.log_every):
-                sps = global_step / max(time.time() - start_time, 1e-9)
-                if metrics is not None:
-                    values = {name: float(value) for name, value in metrics.items()}
-                    for name in ("losses/qf_loss", "losses/actor_loss", "losses/alpha_loss", "losses/alpha"):
-                        if not math.isfinite(values[name]):
-                            stop_non_finite(name, values[name], global_step, checkpoint_path, last_good)
-                    log.log(global_step, {**values, "charts/SPS": sps})
-                    if not args.save_buffer:
-                        last_good = copy.deepcopy(checkpoint_payload())
-                progress.update(global_step, sps, last_return, plain_line=True)
-            elif progress.bar is not None:
-                progress.update(global_step, global_step / max(time.time() - start_time, 1e-9), last_return, plain_line=False)
 
-            if crossed(before, global_step, args.eval_every) and global_step < args.total_timesteps:
-                eval_start = time.time()
-                last_eval = evaluate_both(agent.actor, eval_env, args, device)
-                eval_seconds += time.time() - eval_start
-                log.log(global_step, last_eval)
+# ---- What only this script saves, restores and checks ----
+def validate(args: Args) -> None:
+    checks = [
+        (args.update_frequency >= 1, f"--update-frequency must be >= 1, got {args.update_frequency}"),
+        (0.0 <= args.target_entropy_scale < 1.0, f"--target-entropy-scale must be in [0, 1), got "
+         f"{args.target_entropy_scale}: the uniform policy's entropy log|A| is the maximum"),
+        (args.frame_stack >= 1, f"--frame-stack must be >= 1, got {args.frame_stack}"),
+        (args.adam_eps > 0.0, f"--adam-eps must be > 0, got {args.adam_eps}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    check_common_args(args)
 
-            if crossed(before, global_step, args.checkpoint_every):
-                save_checkpoint(checkpoint_path, checkpoint_payload())
 
-            if stop.requested:
-                interrupted = True
-                break
+def prepare(args: Args) -> dict | None:
+    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run), whose settings the
+    run keeps."""
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume, "--resume")
+        resume_settings(args, checkpoint, args.resume)
+    validate(args)
+    seed_everything(args.seed, args.torch_deterministic)
+    return checkpoint
 
-    progress.close()
-    train_seconds = (time.time() - learning_start_time - eval_seconds) if learning_start_time else 0.0
-    train_sps = (global_step - learning_start_step) / train_seconds if train_seconds > 0 else 0.0
-    save_checkpoint(checkpoint_path, checkpoint_payload())
-    if not interrupted:
-        last_eval = evaluate_both(agent.actor, eval_env, args, device)
-        log.log(global_step, last_eval)
-    eval_env.close()
-    envs.close()
-    log.close()
-    summary = {
-        "global_step": global_step,
-        "train_sps": train_sps,
-        "eval_return_mean": last_eval["eval/return_mean"] if last_eval else None,
-        "eval_return_std": last_eval["eval/return_std"] if last_eval else None,
-        "eval_stochastic_return_mean": last_eval["eval/stochastic_return_mean"] if last_eval else None,
-        "eval_stochastic_return_std": last_eval["eval/stochastic_return_std"] if last_eval else None,
-        "episodes": episodes,
-        "wall_time_s": time.time() - start_time,
-        "interrupted": interrupted,
-    }
-    write_summary(run_dir, summary)
-    if interrupted:
-        print(f"interrupted at step {global_step}; checkpoint and summary written to {run_dir}", file=sys.stderr)
-        raise SystemExit(130)
-    return {**summary, "run_dir": str(run_dir)}
+
+def checkpoint_state(agent: Agent, buffer: ReplayBuffer | FrameReplayBuffer, pending_updates: int, args: Args) -> dict:
+    """What a resume needs beyond the shared fields: networks, optimizers, the update schedule, the replay buffer."""
+    return {"agent": agent.state_dict(), "pending_updates": pending_updates,
+            "buffer": buffer.state_dict() if args.save_buffer else None}
+
+
+def restore(checkpoint: dict, agent: Agent, buffer: ReplayBuffer | FrameReplayBuffer, args: Args) -> int:
+    """Load a checkpoint_state into the run; returns the environment steps not yet spent on a gradient step."""
+    agent.load_state_dict(checkpoint["agent"])
+    set_rng_state(checkpoint["rng"])
+    if checkpoint["buffer"] is not None:
+        buffer.load_state_dict(checkpoint["buffer"])
+        if isinstance(buffer, FrameReplayBuffer):
+            buffer.start_new_episodes()
+    else:
+        print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one",
+              file=sys.stderr)
+    return checkpoint["pending_updates"]
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-only: rebuild the policy from a checkpoint and evaluate it (greedy and stochastic)."""
-    payload = load_checkpoint(args.eval_only, "--eval-only")
-    saved = payload["args"]
-    args = dataclasses.replace(
-        args, env_id=saved["env_id"], hidden_sizes=tuple(saved["hidden_sizes"]), frame_stack=saved["frame_stack"]
-    )
+    """--eval-only: rebuild the policy of a checkpoint and evaluate it, greedy and stochastic (with --capture-video,
+    also record a greedy episode next to the checkpoint). Prints one JSON line; writes no run directory."""
+    validate(args)
+    state = load_checkpoint(args.eval_only, "--eval-only")
+    saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
+    saved.eval_episodes, saved.seed, saved.capture_video = args.eval_episodes, args.seed, args.capture_video
     device = resolve_device(args.device)
-    seed_everything(args.seed, args.torch_deterministic)
-    run_name, run_dir = make_run_dir(args)
-    start_time = time.time()
-    env = make_eval_env(args, run_dir)
-    check_checkpoint_shape(payload, env.observation_space.shape, int(env.action_space.n), args, "--eval-only", args.eval_only)
-    actor = Actor(env.observation_space.shape, int(env.action_space.n), args.hidden_sizes).to(device)
-    actor.load_state_dict(payload["agent"]["actor"])
-    log = MetricsLog(run_dir, start_time, start_wandb(args, run_name, run_dir) if args.track else None)
-    results = evaluate_both(actor, env, args, device)
-    log.log(payload["global_step"], results)
+    env = make_env(saved, saved.seed)()
+    check_spaces(saved.env_id, env.observation_space, env.action_space)
+    actor = Actor(env.observation_space.shape, int(env.action_space.n), saved.hidden_sizes).to(device)
     env.close()
-    log.close()
-    summary = {
-        "global_step": payload["global_step"],
-        "train_sps": 0.0,
-        "eval_return_mean": results["eval/return_mean"],
-        "eval_return_std": results["eval/return_std"],
-        "eval_stochastic_return_mean": results["eval/stochastic_return_mean"],
-        "eval_stochastic_return_std": results["eval/stochastic_return_std"],
-        "episodes": 0,
-        "wall_time_s": time.time() - start_time,
-        "checkpoint": args.eval_only,
-    }
-    write_summary(run_dir, summary)
-    return {**summary, "run_dir": str(run_dir)}
-
-
-def main(args: Args) -> dict:
-    validate_args(args)
-    if args.eval_only:
-        return evaluate_checkpoint(args)
-    return train(args)
+    actor.load_state_dict(state["agent"]["actor"])
+    result = evaluate(actor, saved, device, args.eval_episodes)
+    if args.capture_video:
+        evaluate(actor, saved, device, 1, video_dir=str(Path(args.eval_only).resolve().parent / "videos"))
+    summary = {"eval_return_mean": result["eval/return_mean"], "eval_return_std": result["eval/return_std"],
+               "eval_stochastic_return_mean": result["eval/stochastic_return_mean"],
+               "eval_stochastic_return_std": result["eval/stochastic_return_std"],
+               "global_step": state["global_step"], "checkpoint": args.eval_only}
+    print(json.dumps(summary))
+    return {**summary, "exit_code": EXIT_OK}
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    raise SystemExit(main(tyro.cli(Args)))

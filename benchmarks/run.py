@@ -74,7 +74,7 @@ SUITES: dict[str, list[dict]] = {
         ],
         {"algo": "sac_discrete", "env_id": "ALE/Pong-v5", "seeds": 3, "total_timesteps": 5_000_000,
          "extra": ["--buffer-size", "1000000", "--learning-starts", "20000", "--update-frequency", "4", "--batch-size", "64",
-                   "--tau", "1.0", "--target-network-frequency", "8000", "--q-lr", "3e-4", "--policy-lr", "3e-4",
+                   "--tau", "1.0", "--target-network-frequency", "2000", "--q-lr", "3e-4", "--policy-lr", "3e-4",
                    "--target-entropy-scale", "0.89", "--eval-every", "100000", "--eval-episodes", "5"]},
     ],
 }

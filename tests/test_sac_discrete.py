@@ -230,10 +230,7 @@ def test_stored_transitions_never_cross_episodes_and_truncation_is_not_terminati
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
         done = terminated | truncated
         truncations += int(truncated.sum())
-        real_next_obs = next_obs.copy()
-        for i in np.flatnonzero(done):
-            real_next_obs[i] = infos["final_obs"][i]
-        buffer.add(obs, real_next_obs, actions, rewards, terminated, done)
+        buffer.add(obs, actions, rewards, sd.true_next_obs(next_obs, infos), terminated, done)
         obs = next_obs
     assert truncations > 0
     n = buffer.size
@@ -259,10 +256,7 @@ def test_frame_buffer_rebuilds_the_true_stacks_and_stores_each_frame_once(num_en
         actions = rng.integers(0, 2, size=num_envs)
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
         done = terminated | truncated
-        real_next_obs = next_obs.copy()
-        for i in np.flatnonzero(done):
-            real_next_obs[i] = infos["final_obs"][i]
-        buffer.add(obs, real_next_obs, actions, rewards, terminated, done)
+        buffer.add(obs, actions, rewards, sd.true_next_obs(next_obs, infos), terminated, done)
         obs = next_obs
         if step >= 10 and step % 7 == 0:
             batch = buffer.sample(64)
@@ -285,8 +279,8 @@ def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
         target_network_frequency=100, eval_every=0, eval_episodes=5, output_dir=str(tmp_path), save_buffer=True,
         update_frequency=2, policy_lr=1e-3, q_lr=1e-3, target_entropy_scale=0.3,
     )
-    summary = sd.main(args)
-    checkpoint = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=False)
+    summary = sd.train(args)
+    checkpoint = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)  # tensors and plain values
     frames = checkpoint["buffer"]["frames"]
     assert frames.dtype == torch.uint8 and frames.shape == (1, 5000, 36, 36)  # one frame per slot, not 2 stacks
     assert checkpoint["agent"]["critic"]["encoder.0.weight"].shape[0] == 64  # grouped twin Nature CNN
@@ -333,11 +327,13 @@ def read_summary(output_dir: Path) -> dict:
 
 
 def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
-    result = run_script([*TINY, "--output-dir", str(tmp_path / "runs"), "--log-every", "100"], tmp_path)
+    result = run_script([*TINY, "--output-dir", str(tmp_path / "runs"), "--log-every", "100", "--save-buffer"], tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and "step 400/400" in result.stderr  # progress and the closing line go to stderr
     summary = read_summary(tmp_path / "runs")
     assert summary["global_step"] == 400 and summary["episodes"] > 0
-    assert summary["eval_return_mean"] is not None and summary["train_sps"] > 0
+    assert summary["eval_return_mean"] is not None and summary["eval_stochastic_return_mean"] is not None
+    assert summary["train_sps"] > 0
     run_dir = Path(summary["run_dir"])
     assert json.loads((run_dir / "args.json").read_text())["env_id"] == "CartPole-v1"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -346,16 +342,29 @@ def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
                  "losses/entropy", "losses/q_mean", "eval/return_mean", "eval/return_std", "eval/stochastic_return_mean"]:
         assert name in names
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.pt.tmp").exists()
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)  # tensors and plain values only
+    assert checkpoint["global_step"] == 400 and checkpoint["agent"]["gradient_steps"] == 300
+    assert checkpoint["buffer"]["size"] == 400 and checkpoint["buffer"]["obs"].shape == (400, 4)  # filled rows only
 
-    # --resume continues from the saved step; --eval-only evaluates the same policy.
-    result = run_script([*TINY, "--total-timesteps", "600", "--output-dir", str(tmp_path / "resumed"),
-                         "--resume", str(run_dir / "checkpoint.pt")], tmp_path)
+    # --resume continues in the checkpoint's own run directory, from the saved step.
+    result = run_script([*TINY, "--total-timesteps", "600", "--resume", str(run_dir / "checkpoint.pt")], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert read_summary(tmp_path / "resumed")["global_step"] == 600
+    assert [path.name for path in (tmp_path / "runs").iterdir()] == [run_dir.name]
+    assert read_summary(tmp_path / "runs")["global_step"] == 600
+    steps = [json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 600
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["gradient_steps"] == 500
+
+    # --eval-only prints one JSON line, greedy and stochastic, and writes no run directory.
     result = run_script(["--eval-only", str(run_dir / "checkpoint.pt"), "--eval-episodes", "1",
                          "--output-dir", str(tmp_path / "evaluated")], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert read_summary(tmp_path / "evaluated")["eval_return_mean"] == summary["eval_return_mean"]
+    (line,) = result.stdout.splitlines()
+    evaluated = json.loads(line)
+    assert evaluated["global_step"] == 600 and evaluated["checkpoint"] == str(run_dir / "checkpoint.pt")
+    assert evaluated["eval_return_mean"] == read_summary(tmp_path / "runs")["eval_return_mean"]
+    assert {"eval_return_std", "eval_stochastic_return_mean", "eval_stochastic_return_std"} <= set(evaluated)
+    assert not (tmp_path / "evaluated").exists()
 
 
 def test_script_runs_when_copied_alone_into_an_empty_directory(tmp_path):
@@ -373,7 +382,7 @@ def one_error_line(result) -> str:
 
 
 def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuous(tmp_path):
-    line = one_error_line(run_script(["--env-id", "Pendulum-v1", *TINY[:2]], tmp_path))
+    line = one_error_line(run_script(["--env-id", "Pendulum-v1", *TINY[:4]], tmp_path))
     assert "sac_continuous.py" in line and "--env-id" in line
 
 
@@ -384,6 +393,7 @@ def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuo
         (["--batch-size", "512", "--buffer-size", "100"], "--batch-size"),
         (["--env-id", "NoSuchEnv-v9"], "--env-id"),
         (["--target-entropy-scale", "1.5"], "--target-entropy-scale"),
+        (["--total-timesteps", "0"], "--total-timesteps"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, words):
@@ -437,21 +447,74 @@ def test_sigint_saves_checkpoint_and_summary_then_exits_130(tmp_path):
 def test_non_finite_loss_stops_with_exit_1_naming_the_loss(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sd, "critic_loss", lambda q, y, kind="mse": (q - y).mean() * float("nan"))
     args = sd.Args(total_timesteps=400, learning_starts=100, batch_size=16, eval_every=0, log_every=100,
-                   hidden_sizes=(16, 16), output_dir=str(tmp_path))
-    with pytest.raises(SystemExit) as exit_info:
-        sd.main(args)
-    assert exit_info.value.code == 1
-    assert "losses/qf_loss" in capsys.readouterr().err
+                   checkpoint_every=100, hidden_sizes=(16, 16), output_dir=str(tmp_path))
+    assert sd.main(args) == 1
+    # The NaN critic makes π(·|s) NaN at the next step: torch.multinomial fails there, and the loss to blame is named.
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("error: losses/qf_loss is nan at step 101") and "last good checkpoint" in line
     (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["global_step"] == 100  # the last good one, not overwritten with NaN weights
     assert all(torch.isfinite(v).all() for v in state["agent"]["critic"].values())
+
+
+def test_non_finite_policy_at_acting_time_stops_with_exit_1_naming_the_step(tmp_path, monkeypatch, capsys):
+    def update_that_breaks_the_actor(self, batch):  # finite losses, NaN actor weights
+        with torch.no_grad():
+            for parameter in self.actor.parameters():
+                parameter.fill_(float("nan"))
+        return {"losses/qf_loss": torch.tensor(1.0)}
+
+    monkeypatch.setattr(sd.Agent, "update", update_that_breaks_the_actor)
+    args = sd.Args(total_timesteps=400, learning_starts=100, batch_size=16, eval_every=0, log_every=100,
+                   hidden_sizes=(16, 16), output_dir=str(tmp_path))
+    assert sd.main(args) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: π(·|s) is not finite at step 101") and "no checkpoint was written" in line
+    assert not list(tmp_path.glob("*/checkpoint.pt"))  # NaN weights are never saved
+
+
+def test_target_network_frequency_counts_gradient_steps(tmp_path, monkeypatch):
+    # 3 environments and one gradient step per environment step: 3 gradient steps per vector step. Counted in gradient
+    # steps, --target-network-frequency 2 updates the targets after every second one, 120 times in 240 steps (counted
+    # in vector steps it would be 80, in environment steps it would fire once per vector step that crosses an even step).
+    calls = []
+    original = sd.polyak_update
+    monkeypatch.setattr(sd, "polyak_update", lambda *a: calls.append(1) or original(*a))
+    args = sd.Args(num_envs=3, total_timesteps=300, learning_starts=60, batch_size=16, target_network_frequency=2,
+                   eval_every=0, eval_episodes=1, hidden_sizes=(16, 16), output_dir=str(tmp_path))
+    summary = sd.train(args)
+    checkpoint = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)
+    assert checkpoint["agent"]["gradient_steps"] == 240
+    assert len(calls) == 120
+
+
+def test_buffers_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    plain, frames = sd.ReplayBuffer(50, (3,), torch.device("cpu")), sd.FrameReplayBuffer(60, 2, (4, 36, 36), torch.device("cpu"))
+    for step in range(40):
+        done = rng.random(2) < 0.2
+        plain.add(rng.random((2, 3)), rng.integers(0, 2, 2), rng.random(2), rng.random((2, 3)), done)
+        frame_obs = rng.integers(0, 256, (2, 4, 36, 36), dtype=np.uint8)
+        frames.add(frame_obs, rng.integers(0, 2, 2), rng.random(2), frame_obs, done, done)
+    for buffer, fresh in [(plain, sd.ReplayBuffer(50, (3,), torch.device("cpu"))),
+                          (frames, sd.FrameReplayBuffer(60, 2, (4, 36, 36), torch.device("cpu")))]:
+        torch.save(buffer.state_dict(), tmp_path / "buffer.pt")
+        fresh.load_state_dict(torch.load(tmp_path / "buffer.pt", weights_only=True))
+        torch.manual_seed(1)
+        expected = buffer.sample(32)
+        torch.manual_seed(1)
+        for ours, theirs in zip(expected, fresh.sample(32)):
+            assert torch.equal(ours, theirs)
+    assert np.array_equal(fresh.position, frames.position) and np.array_equal(fresh.episode_step, frames.episode_step)
 
 
 def test_same_seed_gives_identical_metrics_apart_from_time_fields(tmp_path):
     def metrics(directory):
         args = sd.Args(total_timesteps=600, learning_starts=200, batch_size=16, eval_every=300, eval_episodes=2,
                        log_every=100, hidden_sizes=(16, 16), output_dir=str(directory))
-        run_dir = Path(sd.main(args)["run_dir"])
+        run_dir = Path(sd.train(args)["run_dir"])
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in r.items() if k not in ("wall_time", "charts/SPS")} for r in records]
 
@@ -462,7 +525,7 @@ def test_same_seed_gives_identical_metrics_apart_from_time_fields(tmp_path):
 def test_learns_cartpole_well_beyond_random(tmp_path):
     """A random policy scores about 22 on CartPole-v1; 5k steps (4k updates) with seed 1 must reach 150."""
     args = sd.Args(seed=1, total_timesteps=5_000, eval_every=0, eval_episodes=5, output_dir=str(tmp_path))
-    summary = sd.main(args)
+    summary = sd.train(args)
     assert summary["eval_return_mean"] >= 150.0, summary
 
 

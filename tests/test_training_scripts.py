@@ -134,7 +134,7 @@ def test_resume_continues_in_the_run_directory_with_the_checkpoints_settings(scr
 def test_resume_refuses_a_flag_that_would_change_what_is_learned(script, tmp_path):
     assert run(script, *TINY[script], "--output-dir", tmp_path, "--total-timesteps", "400").returncode == 0
     (run_dir,) = run_dirs(tmp_path)
-    assert_one_line_error(run(script, "--resume", run_dir / "checkpoint.pt", "--batch-size", "64"), "--batch-size")
+    assert_one_line_error(run(script, "--resume", run_dir / "checkpoint.pt", "--batch-size", "48"), "--batch-size")
     other_env = {"sac_continuous": "MountainCarContinuous-v0", "sac_discrete": "CartPole-v0",
                  "soft_q_learning": "Pendulum-v1"}[script]
     assert_one_line_error(run(script, "--resume", run_dir / "checkpoint.pt", "--env-id", other_env), "--env-id")
