@@ -95,8 +95,9 @@ class Args:
     """critic loss: 1/2 (Q - y)^2 (DSAC-5), or Huber (smooth L1), which bounds the gradient of large errors"""
     frame_stack: int = 4
     """frames stacked for image observations (Mnih et al. 2015)"""
-    terminal_on_life_loss: bool = False
-    """Atari only: end a training episode when a life is lost (evaluation always plays full games)"""
+    terminal_on_life_loss: bool = True
+    """Atari only: a lost life is terminal for the update while the game goes on, as DQN, CleanRL and SB3 do; returns
+    are logged and evaluated per game"""
     clip_rewards: bool = True
     """Atari only: store sign(reward) in the replay buffer; logged and evaluated scores stay unclipped"""
     eval_every: int = 10_000
@@ -131,7 +132,39 @@ class Args:
 # Environments
 # ----------------------------------------------------------------------------------------------------------------------
 def is_atari(env_id: str) -> bool:
-    return env_id.startswith("ALE/")
+    """Both id families: ALE/Game-v5 (sticky actions 0.25, the protocol of Machado et al. 2018) and GameNoFrameskip-v4
+    (no sticky actions: the protocol of DQN, of the discrete SAC paper and of CleanRL)."""
+    return env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")
+
+
+class AtariLives(gym.Wrapper):
+    """A game goes on across lives: info["life_lost"] marks the step that lost one, which the loop stores as terminal
+    for the update (--terminal-on-life-loss), while the episode, its return and the reset stay those of the game.
+    Where the game waits for FIRE to launch (Breakout), FIRE is pressed after a reset and after a lost life."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.fire = "FIRE" in env.unwrapped.get_action_meanings()
+        self.lives = 0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        if self.fire:
+            obs, _, terminated, truncated, info = self.env.step(1)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.lives = info.get("lives", 0)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = info.get("lives", 0)
+        info["life_lost"] = lives < self.lives and not (terminated or truncated)
+        self.lives = lives
+        if info["life_lost"] and self.fire:
+            obs, more_reward, terminated, truncated, info = self.env.step(1)
+            reward, info["life_lost"], self.lives = reward + more_reward, True, info.get("lives", 0)
+        return obs, reward, terminated, truncated, info
 
 
 def make_registered(env_id: str, **kwargs) -> gym.Env:
@@ -143,7 +176,7 @@ def make_registered(env_id: str, **kwargs) -> gym.Env:
         raise UsageError(f"--env-id {env_id} is not a registered gymnasium environment ({error})") from None
 
 
-def make_env(args: Args, seed: int, for_evaluation: bool = False, video_dir: str | None = None):
+def make_env(args: Args, seed: int, video_dir: str | None = None):
     """A function building one environment with the standard preprocessing; evaluation environments play full games.
     Atari: no-op starts, frame skip 4 with max-pooling, 84x84 grayscale (Mnih et al. 2015); frames are then stacked."""
 
@@ -162,10 +195,10 @@ def make_env(args: Args, seed: int, for_evaluation: bool = False, video_dir: str
             except ImportError:
                 raise UsageError(f"--env-id {args.env_id} needs OpenCV for the preprocessing: "
                                  "pip install opencv-python") from None
-            env = gym.wrappers.AtariPreprocessing(
-                env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True, scale_obs=False,
-                terminal_on_life_loss=args.terminal_on_life_loss and not for_evaluation,
-            )  # a lost life ends training episodes only with the flag: docs/pitfalls.md#atari-life-loss
+            # Its own terminal_on_life_loss would end the game (the vector env then resets it): AtariLives instead.
+            env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True,
+                                                  scale_obs=False, terminal_on_life_loss=False)
+            env = AtariLives(env)  # docs/pitfalls.md#atari-life-loss
         else:
             env = make_registered(args.env_id, **render)
         space = env.observation_space
@@ -207,6 +240,12 @@ def make_vector_env(args: Args) -> gym.vector.VectorEnv:
     )
     check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def terminal_for_update(terminations: np.ndarray, infos: dict, life_loss: bool) -> np.ndarray:
+    """d of each stored transition: the episode terminated, or (Atari with --terminal-on-life-loss) a life was lost.
+    A time-limit truncation is not terminal (DSAC-4)."""
+    return terminations | infos["life_lost"] if life_loss and "life_lost" in infos else terminations
 
 
 def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
@@ -670,7 +709,8 @@ def train(args: Args) -> dict:
             # Only `terminated` stops bootstrapping (DSAC-4); the end of any episode closes the frame buffer's stream.
             stored_rewards = np.sign(rewards) if clip_rewards else rewards  # Atari: clipped for learning only
             done = terminations | truncations
-            buffer.add(obs, actions, stored_rewards, true_next_obs(next_obs, infos), terminations, done)
+            terminal = terminal_for_update(terminations, infos, args.terminal_on_life_loss)
+            buffer.add(obs, actions, stored_rewards, true_next_obs(next_obs, infos), terminal, done)
             obs = next_obs
             run.advance(args.num_envs)
             for i in np.flatnonzero(infos.get("_episode", [])):
@@ -731,7 +771,7 @@ def evaluate(actor: Actor, args: Args, device: torch.device, episodes: int, vide
     games with unclipped scores (docs/pitfalls.md#deterministic-evaluation); eval/return_mean is the greedy one.
     With `video_dir`, the first greedy episode is recorded there."""
     seed = args.seed + 100_000
-    env = make_env(args, seed, for_evaluation=True, video_dir=video_dir)()
+    env = make_env(args, seed, video_dir=video_dir)()
     greedy = play(actor, env, episodes, seed, greedy=True, device=device)
     stochastic = play(actor, env, episodes, seed, greedy=False, device=device)
     env.close()

@@ -72,7 +72,7 @@ SUITES: dict[str, list[dict]] = {
             for variant in ("v2", "v1")
             for env_id in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5")
         ],
-        {"algo": "sac_discrete", "env_id": "ALE/Pong-v5", "seeds": 3, "total_timesteps": 5_000_000,
+        {"algo": "sac_discrete", "env_id": "PongNoFrameskip-v4", "seeds": 3, "total_timesteps": 5_000_000,
          "extra": ["--buffer-size", "1000000", "--learning-starts", "20000", "--update-frequency", "4", "--batch-size", "64",
                    "--tau", "1.0", "--target-network-frequency", "2000", "--q-lr", "3e-4", "--policy-lr", "3e-4",
                    "--target-entropy-scale", "0.89", "--eval-every", "100000", "--eval-episodes", "5"]},

@@ -548,3 +548,48 @@ def test_compiled_update_equals_the_eager_update(float64_default, eager_random_i
     for ours, theirs in zip(eager_metrics, compiled_metrics):
         for key, value in ours.items():
             torch.testing.assert_close(value, theirs[key], rtol=1e-7, atol=1e-9)
+
+
+class LivesEnv(gym.Env):
+    """A stand-in for an Atari game: 3 lives, one lost every 4 steps; FIRE (action 1) is recorded; the game ends with
+    the last life."""
+
+    observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def get_action_meanings(self):
+        return ["NOOP", "FIRE", "RIGHT", "LEFT"]
+
+    def reset(self, *, seed=None, options=None):
+        self.t, self.lives, self.actions = 0, 3, []
+        return np.zeros((84, 84), np.uint8), {"lives": self.lives}
+
+    def step(self, action):
+        self.t += 1
+        self.actions.append(int(action))
+        if self.t % 4 == 0:
+            self.lives -= 1
+        return np.full((84, 84), self.t, np.uint8), 1.0, self.lives == 0, False, {"lives": self.lives}
+
+
+def test_a_lost_life_is_terminal_for_the_update_but_the_game_goes_on():
+    env = sd.AtariLives(LivesEnv())
+    env.reset()
+    assert env.unwrapped.actions == [1]  # FIRE launches the game
+    flags = []
+    for _ in range(20):
+        obs, reward, terminated, truncated, info = env.step(0)
+        flags.append((info["life_lost"], terminated))
+        if terminated:
+            break
+    # Lives are lost at t = 4 and 8 (FIRE is pressed after each, one more step), the game ends at t = 12.
+    assert flags.count((True, False)) == 2 and flags[-1] == (False, True)
+    assert env.unwrapped.actions.count(1) == 3
+    terminations = np.array([False, False])
+    infos = {"life_lost": np.array([True, False])}
+    np.testing.assert_array_equal(sd.terminal_for_update(terminations, infos, life_loss=True), [True, False])
+    np.testing.assert_array_equal(sd.terminal_for_update(terminations, infos, life_loss=False), [False, False])
+
+
+def test_both_atari_id_families_are_recognised():
+    assert sd.is_atari("ALE/Pong-v5") and sd.is_atari("BreakoutNoFrameskip-v4") and not sd.is_atari("CartPole-v1")
