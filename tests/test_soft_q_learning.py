@@ -117,13 +117,14 @@ class KnownQ(torch.nn.Module):
 def test_amortized_sampler_trained_on_known_q_matches_boltzmann_density():
     torch.manual_seed(0)
     alpha = 0.5
-    args = sql.Args(alpha=alpha, svgd_particles=32, squash_correction=False, policy_lr=1e-3, hidden_size=32)
-    args = sql.resolve_args(args, discrete=False)
-    agent = sql.SoftQAgent(args, 1, gym.spaces.Box(-1, 1, (1,)), torch.device("cpu"))
+    args = sql.Args(alpha=alpha, svgd_particles=32, squash_correction=False, policy_lr=1e-3, hidden_sizes=(32, 32))
+    sql.validate(args)
+    agent = sql.Agent(args, 1, gym.spaces.Box(-1, 1, (1,)))
+    learner = sql.Learner(agent, args)
     agent.q = KnownQ()
     obs = torch.zeros(16, 1)
     for _ in range(1500):
-        agent.svgd_step(obs)
+        sql.optimizer_step(learner.policy_optimizer, learner.svgd_loss(obs))
     with torch.no_grad():
         samples = agent.sampler.sample(torch.zeros(1), 20_000)[:, 0].numpy()
     edges = np.linspace(-1, 1, 21)
@@ -232,7 +233,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, flags, named):
     (dict(env_id="NoSuchEnv-v0"), "--env-id"),
     (dict(gamma=1.5), "--gamma"),
     (dict(alpha=0.0), "--alpha"),
-    (dict(autotune=True), "--autotune"),
+    (dict(svgd_update_ratio=1.0), "--svgd-update-ratio"),
+    (dict(total_timesteps=0), "--total-timesteps"),
     (dict(env_id="CartPole-v1", plot="x.png"), "--plot"),
     (dict(device="cuda"), "--device"),
 ])
@@ -240,7 +242,8 @@ def test_bad_configurations_raise_a_usage_error_naming_the_flag(tmp_path, change
     if changes.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(sql.UsageError, match=named):
-        sql.train(sql.Args(output_dir=str(tmp_path), total_timesteps=0, **changes))
+        sql.train(sql.Args(output_dir=str(tmp_path / "runs"), **{"total_timesteps": 1, "learning_starts": 0, **changes}))
+    assert not (tmp_path / "runs").exists()  # bad input leaves no run directory behind
 
 
 def test_bad_checkpoints_exit_2_with_one_line(tmp_path):
@@ -253,9 +256,10 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path):
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
         assert expected in done.stderr and flag in done.stderr
     for path in (corrupted, foreign):  # the same checks in-process, for both flags
-        for flag in ("resume", "eval_only"):
-            with pytest.raises(sql.UsageError, match="--" + flag.replace("_", "-")):
-                sql.train(sql.Args(output_dir=str(tmp_path), **{flag: str(path)}))
+        with pytest.raises(sql.UsageError, match="--resume"):
+            sql.train(sql.Args(output_dir=str(tmp_path), resume=str(path)))
+        with pytest.raises(sql.UsageError, match="--eval-only"):
+            sql.evaluate_checkpoint(sql.Args(output_dir=str(tmp_path), eval_only=str(path)))
 
 
 def test_no_stored_transition_crosses_an_episode_boundary_and_resume_continues(tmp_path):
@@ -268,16 +272,26 @@ def test_no_stored_transition_crosses_an_episode_boundary_and_resume_continues(t
     assert buffer["size"] == 400 and summary["episodes"] >= 10  # 30-step episodes: many boundaries in 400 steps
     expected = torch.clamp(buffer["obs"] + buffer["actions"].clamp(-1, 1), -7, 7)
     torch.testing.assert_close(buffer["next_obs"], expected, atol=1e-5, rtol=0)
+    # a checkpoint whose networks do not fit this run: exit 2, naming the flag and the checkpoint's value
+    done = run_script(["--resume", run_dir / "checkpoint.pt", "--hidden-sizes", 64, 64], tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "--hidden-sizes (64, 64) differs from the checkpoint's (128, 128)" in done.stderr
     # resume from that checkpoint continues the count in the same run directory
     done = run_script(["--resume", run_dir / "checkpoint.pt", "--total-timesteps", 500, "--num-envs", 2,
                        "--eval-every", 0, "--goal-episodes", 2, "--value-samples", 4, "--svgd-particles", 8], tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 500
-    # --eval-only on the same checkpoint
-    done = run_script(["--eval-only", run_dir / "checkpoint.pt", "--goal-episodes", 4], tmp_path)
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    # --eval-only on the same checkpoint: one JSON line with the goal counts and the plot; no new run directory
+    done = run_script(["--eval-only", run_dir / "checkpoint.pt", "--goal-episodes", 4, "--plot", tmp_path / "e.png"],
+                      tmp_path)
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["global_step"] == 500 and len(result["goal_reach_counts"]) == 4
+    (line,) = done.stdout.strip().splitlines()
+    result = json.loads(line)
+    assert result["global_step"] == 500 and result["checkpoint"] == str(run_dir / "checkpoint.pt")
+    assert len(result["goal_reach_counts"]) == 4 and sum(result["goal_reach_counts"]) <= 4
+    assert {"eval_return_mean", "eval_return_std"} <= result.keys() and result["eval_stochastic"] is True
+    assert (tmp_path / "e.png").stat().st_size > 10_000 and len(list((tmp_path / "runs").iterdir())) == 1
 
 
 def test_same_seed_gives_identical_metrics_apart_from_time(tmp_path):
@@ -309,9 +323,11 @@ def test_sigint_saves_checkpoint_and_summary_and_exits_130(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    run_dir, summary, _ = read_run(tmp_path)
+    run_dir, summary, metrics = read_run(tmp_path)
     assert summary["interrupted"] is True and 0 < summary["global_step"] < 1_000_000
     assert (run_dir / "checkpoint.pt").exists()
+    assert not any("eval/return_mean" in m for m in metrics)  # an interrupted run skips the final evaluation
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == summary["global_step"]
 
 
 def test_discrete_soft_q_learning_beats_random_on_cartpole(tmp_path):
@@ -329,20 +345,23 @@ def test_compiled_update_equals_the_eager_update(discrete, float64_default, eage
     space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
     g = torch.Generator().manual_seed(0)
     actions = (lambda: torch.randint(0, 3, (16,), generator=g)) if discrete else (lambda: torch.rand(16, 2, generator=g) * 2 - 1)
-    batches = [(torch.randn(16, 4, generator=g), actions(), torch.randn(16, generator=g), torch.randn(16, 4, generator=g),
-                (torch.rand(16, generator=g) < 0.2).double()) for _ in range(3)]
+    batches = [sql.Batch(torch.randn(16, 4, generator=g), actions(), torch.randn(16, generator=g),
+                         torch.randn(16, 4, generator=g), (torch.rand(16, generator=g) < 0.2).double()) for _ in range(3)]
     agents = []
     for compile_ in (False, True):
-        args = sql.resolve_args(sql.Args(hidden_size=32, svgd_particles=8, value_samples=8, compile=compile_), discrete=discrete)
+        # --target-network-frequency 2: the third step also copies Q into the target
+        args = sql.Args(env_id="CartPole-v1" if discrete else "MultiGoal", hidden_sizes=(32, 32), svgd_particles=8,
+                        value_samples=8, target_network_frequency=2, compile=compile_)
+        sql.validate(args)
         torch.manual_seed(0)
-        agent = sql.SoftQAgent(args, 4, space, torch.device("cpu"))
+        agent = sql.Agent(args, 4, space)
+        learner = sql.Learner(agent, args)
         metrics = []
         for step, batch in enumerate(batches):
             torch.manual_seed(step)
-            metrics.append(agent.update(*batch))
+            metrics.append(learner.update(batch))
         agents.append((agent, metrics))
     (eager, eager_metrics), (compiled, compiled_metrics) = agents
-    compiled_state = compiled.state_dict()
-    for name in ("q", "q_target") + (() if discrete else ("sampler",)):
-        torch.testing.assert_close(eager.state_dict()[name], compiled_state[name], rtol=1e-7, atol=1e-9)
+    assert set(eager.state_dict()) == set(compiled.state_dict())
+    torch.testing.assert_close(eager.state_dict(), compiled.state_dict(), rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(eager_metrics, compiled_metrics, rtol=1e-7, atol=1e-9)

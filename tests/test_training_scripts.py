@@ -219,6 +219,23 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_any_work(script,
     assert_one_line_error(run(script, "--output-dir", "/proc/no-such-dir"), "--output-dir")
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_track_without_credentials_exits_2_instead_of_prompting(script, tmp_path):
+    pytest.importorskip("wandb")
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
+    assert_one_line_error(run(script, *TINY[script], "--track", "--output-dir", tmp_path, env=env), "wandb login")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_capture_video_without_moviepy_is_refused_before_training(script, tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "moviepy.py").write_text("raise ImportError('moviepy is not installed here')\n")
+    completed = run(script, *TINY[script], "--capture-video", "--output-dir", tmp_path, env={"PYTHONPATH": str(shadow)})
+    assert_one_line_error(completed, "pip install moviepy")
+    assert not run_dirs(tmp_path)
+
+
 # ---------------------------------------------------------------- copied alone
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_the_script_runs_alone_in_an_empty_folder_even_on_a_terminal_without_tqdm(script, tmp_path):
