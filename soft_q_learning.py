@@ -1,141 +1,149 @@
 """Soft Q-learning (SQL): the policy is the energy-based model π(a|s) ∝ exp(Q(s,a)/α).
 
-Haarnoja, Tang, Abbeel, Levine 2017, "Reinforcement Learning with Deep Energy-Based Policies" (ICML), and the
-authors' code haarnoja/softqlearning. Notes: 004_373c382e863be436.txt §4.6.2 "Soft Q-learning" (Eq. 16-18 and the
-multi-goal experiment), 000_bce46c73146642c0.txt "Backup Operators for Greedy Policy" (the soft Bellman backup with
-the Boltzmann policy), 003_d078be8757ca7397.txt §4.1.1 (soft Q and soft V, Eq. 4.3-4.17), and ../shared/NOTES.md
-"Soft Q-learning". There is no actor loss: only a soft Bellman backup for Q and a way to sample from exp(Q/α).
+Papers
+- Haarnoja, Tang, Abbeel, Levine 2017, "Reinforcement Learning with Deep Energy-Based Policies", arXiv:1702.08165
+  (Thm. 1-3; Eq. 10 soft value by importance sampling; Eq. 11 Bellman loss; Eq. 13-14 amortized SVGD; App. C).
+- Liu, Wang 2016, "Stein Variational Gradient Descent", arXiv:1608.04471 (RBF kernel, median-heuristic bandwidth).
+- Authors' code haarnoja/softqlearning: done mask, squash correction, reward scales, hard target copy.
+Theory: docs/soft_q_learning.md (equations SQL-1 ... SQL-13). Implementation traps: docs/pitfalls.md.
+Read top to bottom: the settings, the environments, the math, the networks, the replay buffer, one gradient step, the
+training loop, evaluation; below the "Plumbing" banner is only bookkeeping (run directory, checkpoints, errors).
 
+There is no actor loss: only a soft Bellman backup for Q and a way to sample from exp(Q/α).
 Discrete actions (chosen automatically for a Discrete action space): the soft value is exact,
     V(s) = α log Σ_a exp(Q(s,a)/α),   π(·|s) = softmax(Q(s,·)/α),   Q(s,a) ← r + γ (1 − d) V̄(s').
 Continuous actions (a Box action space; the paper's algorithm):
-    V(s) = α [log (1/M) Σ_j exp(Q(s,a_j)/α) / q(a_j)],  a_j ~ q = uniform on [−1, 1]^d  (importance sampling, paper Eq. 10)
+    V(s) = α [log (1/M) Σ_j exp(Q(s,a_j)/α) / q(a_j)],  a_j ~ q = uniform on [−1, 1]^d  (importance sampling, SQL-4)
     a sampling network a = f_φ(s, ξ), ξ ~ N(0, I), trained by amortized Stein variational gradient descent towards
-    exp(Q(s,·)/α) (paper Eq. 13-14, Appendix C).
+    exp(Q(s,·)/α) (SQL-8, SQL-9).
 The temperature appears twice: `--alpha` divides Q, `--reward-scale` multiplies rewards. The paper fixes α = 1 and
-scales rewards (NOTES pitfall 11): 0.1 for the multi-goal environment, 30 for Swimmer/Hopper/HalfCheetah.
+scales rewards (SQL-11; docs/pitfalls.md#reward-scale): 0.1 for the multi-goal environment, 30 for MuJoCo tasks.
 
 The default run is the paper's multi-goal experiment (`--env-id MultiGoal`, defined below): a point mass starts at
 the origin and four goals pay the same. A maximum-entropy policy keeps all four; `--plot multigoal.png` draws
 sampled trajectories and Q(s,·) at three states. Evaluation on MultiGoal samples the stochastic policy (a
 deterministic policy cannot be multimodal); elsewhere it is deterministic (argmax Q, or f_φ(s, ξ = 0)) by default.
 
-    python soft_q_learning.py                                   # MultiGoal, about 4 minutes on one CPU core
-    python soft_q_learning.py --env-id CartPole-v1              # discrete soft Q-learning
-    python soft_q_learning.py --env-id Pendulum-v1              # any Box environment
+Run:  python soft_q_learning.py                                   # MultiGoal, about 4 minutes on one CPU core
+      python soft_q_learning.py --env-id CartPole-v1              # discrete soft Q-learning
+      python soft_q_learning.py --env-id Pendulum-v1              # any Box environment
 """
 
 from __future__ import annotations
 
 import json
 import math
-import netrc
 import os
 import random
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from pathlib import Path
+from typing import Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import tyro
 
-SCRIPT_NAME = "soft_q_learning"
-CHECKPOINT_FORMAT = 1
+SCRIPT = "soft_q_learning"
 
 
 @dataclass
 class Args:
-    exp_name: str = SCRIPT_NAME
-    """name of this experiment, part of the run directory name"""
+    exp_name: str = SCRIPT
+    """name of the experiment, part of the run directory name"""
     seed: int = 1
-    """seed of python random, numpy, torch and the environments"""
+    """seed of python, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms(True): same seed on CPU gives identical metrics"""
+    """torch.use_deterministic_algorithms: same seed on CPU gives the same run"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where the networks and the replay buffer live; auto picks cuda when available"""
+    """where the networks and the replay buffer live (auto: cuda when available)"""
     env_id: str = "MultiGoal"
-    """'MultiGoal' (the paper's multi-goal environment, defined here) or any gymnasium id with a Discrete or Box action space"""
+    """'MultiGoal' (the paper's multi-goal environment, defined here) or any gymnasium id with a Discrete or Box
+    action space"""
     total_timesteps: int | None = None
     """environment steps (default from PRESETS: MultiGoal 15k, discrete 60k, other continuous 30k)"""
     num_envs: int = 1
     """parallel environments (gymnasium SyncVectorEnv, same-step autoreset); one gradient step per vector step"""
     buffer_size: int = 1_000_000
-    """replay buffer capacity (softqlearning examples: 1e6)"""
+    """replay buffer capacity in transitions (softqlearning examples: 1e6)"""
     gamma: float = 0.99
     """discount factor (softqlearning examples: 0.99)"""
     tau: float = 1.0
-    """target network update rate: Q̄ ← τ Q + (1 − τ) Q̄ every --target-network-frequency steps; 1 = hard copy as in softqlearning"""
+    """target network update rate: Q̄ ← τ Q + (1 − τ) Q̄ every --target-network-frequency gradient steps;
+    1 = hard copy as in softqlearning"""
     target_network_frequency: int | None = None
-    """gradient steps between target updates (default from PRESETS: 1000 as softqlearning td_target_update_interval; discrete 500)"""
+    """gradient steps between target updates (default from PRESETS: 1000 as softqlearning td_target_update_interval;
+    discrete 500)"""
     batch_size: int | None = None
     """minibatch size (default from PRESETS: 64 as softqlearning multigoal_sql.py; discrete 64; continuous 128)"""
     learning_starts: int | None = None
-    """uniformly random actions and no updates before this step (default from PRESETS: MultiGoal 100 = softqlearning min_pool_size; discrete 1000; continuous 1000)"""
+    """uniformly random actions and no updates before this step (default from PRESETS: MultiGoal 100 = softqlearning
+    min_pool_size; discrete 1000; continuous 1000)"""
     policy_lr: float = 3e-4
     """Adam learning rate of the sampling network f_φ (softqlearning multigoal_sql.py and mujoco_all_sql.py: 3e-4)"""
     q_lr: float | None = None
     """Adam learning rate of Q (default from PRESETS: 3e-4 as softqlearning; discrete 1e-3)"""
     alpha: float | None = None
-    """temperature α in π ∝ exp(Q/α) (default from PRESETS: 1 with reward scaling as the paper for MultiGoal and continuous; discrete 0.02)"""
+    """temperature α in π ∝ exp(Q/α) (default from PRESETS: 1 with reward scaling as the paper for MultiGoal and
+    continuous; discrete 0.02)"""
     reward_scale: float | None = None
-    """rewards are multiplied by this; with α = 1 it is the inverse temperature (default from PRESETS: MultiGoal 0.1 as softqlearning multigoal_sql.py; continuous 10; discrete 1)"""
-    autotune: bool = False
-    """not available: soft Q-learning has no entropy target; kept for the shared interface, must stay False"""
-    hidden_size: int = 128
-    """units in each of the two hidden layers of Q and f_φ (softqlearning: 128 x 128, ReLU)"""
+    """rewards are multiplied by this; with α = 1 it is the inverse temperature (default from PRESETS: MultiGoal 0.1 as
+    softqlearning multigoal_sql.py; continuous 10; discrete 1)"""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """hidden layer widths of Q and f_φ (softqlearning: 128, 128, ReLU)"""
     value_samples: int = 16
     """M, uniform action samples for the importance-sampled soft value (softqlearning value_n_particles: 16)"""
     svgd_particles: int = 32
     """K, particles per state for amortized SVGD (softqlearning kernel_n_particles: 32 for MultiGoal, 16 for MuJoCo)"""
     svgd_update_ratio: float = 0.5
-    """fraction of the K particles that are updated; the rest are the fixed particles j of the SVGD sum (softqlearning kernel_update_ratio: 0.5)"""
+    """fraction of the K particles that are updated; the rest are the fixed particles j of the SVGD sum (softqlearning
+    kernel_update_ratio: 0.5)"""
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add Σ log(1 − a²) to log p(a) in the SVGD gradient as softqlearning sql.py does (not in the paper); keeps particles off the box edges"""
+    """add Σ log(1 − a²) to log p(a) in the SVGD gradient as softqlearning sql.py does (not in the paper); keeps
+    particles off the box edges"""
     eval_stochastic: bool | None = None
     """evaluate by sampling the policy instead of argmax Q / f_φ(s, 0) (default: True on MultiGoal, False elsewhere)"""
     goal_episodes: int = 50
     """MultiGoal: episodes sampled from the start at the end of training to count which goal each reaches"""
     plot: str | None = None
     """MultiGoal: write a PNG of sampled trajectories and Q(s,·) contours to this path at the end (needs matplotlib)"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "maxent-rl"
-    """wandb project"""
-    wandb_entity: str | None = None
-    """wandb entity (team or user)"""
-    capture_video: bool = False
-    """record videos of evaluation episodes into the run directory (needs moviepy)"""
     eval_every: int = 5_000
-    """environment steps between evaluations (0: only at the end)"""
+    """evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10
     """episodes per evaluation, on a separate environment"""
     output_dir: str = "runs"
-    """parent directory of the run directory"""
+    """runs are written to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/"""
     checkpoint_every: int = 0
-    """environment steps between checkpoints (0: only at the end and on interruption)"""
+    """write checkpoint.pt every this many environment steps (0: only at the end)"""
     save_buffer: bool = False
-    """include the replay buffer in checkpoints (exact resume, larger files)"""
+    """include the replay buffer in checkpoints (needed for an exact resume; large)"""
     resume: str | None = None
-    """continue training from this checkpoint.pt (writes into its run directory)"""
+    """continue the run of this checkpoint.pt, in its run directory, up to --total-timesteps"""
     eval_only: str | None = None
-    """load this checkpoint.pt, evaluate with the run's env, seed and temperature, write summary.json (and --plot) and exit"""
+    """load this checkpoint.pt and only evaluate it (goal counts and --plot on MultiGoal, --capture-video to watch)"""
     log_every: int = 1_000
-    """environment steps between log lines and loss metrics"""
+    """write losses and the progress line every this many environment steps"""
     compile: bool = False
-    """wrap the update in torch.compile (off by default: not measured faster for these small networks)"""
+    """torch.compile the loss computations (off by default: not measured faster for these small networks)"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "maxent-rl"
+    """W&B project"""
+    wandb_entity: str | None = None
+    """W&B entity (team or user)"""
+    capture_video: bool = False
+    """record the final evaluation episodes to {run_dir}/videos (needs moviepy)"""
 
 
-# Defaults that depend on the task. MultiGoal follows softqlearning examples/multigoal_sql.py; "continuous" follows
-# its mujoco_all_sql.py where it applies (lr 3e-4, 1000-step hard target update, reward scale from pitfall 11)
-# with the scale tuned here for Pendulum; "discrete" was tuned here on CartPole-v1.
+# Defaults that depend on the task, filled into the None fields above by `validate`. MultiGoal follows softqlearning
+# examples/multigoal_sql.py; "continuous" follows its mujoco_all_sql.py where it applies (lr 3e-4, 1000-step hard
+# target update) with the reward scale tuned here for Pendulum; "discrete" was tuned here on CartPole-v1.
 PRESETS = {
     "MultiGoal": dict(total_timesteps=15_000, target_network_frequency=1000, batch_size=64, learning_starts=100,
                       q_lr=3e-4, alpha=1.0, reward_scale=0.1),
@@ -146,15 +154,11 @@ PRESETS = {
 }
 
 
-class UsageError(Exception):
-    """Bad input: main() prints the message on one line and exits with status 2."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # Environments
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 class MultiGoalEnv(gym.Env):
-    """The multi-goal environment of Haarnoja et al. 2017 §6.1 (softqlearning/environments/multigoal.py).
+    """The multi-goal environment of 2017, §6.1 (softqlearning/environments/multigoal.py)  — (SQL-12).
 
     State: position in [−7, 7]². Action: velocity in [−1, 1]² (clipped). position ← clip(position + action).
     Reward: −(30 ‖a‖² + min_g ‖position − g‖²), computed at the new position, plus 10 and termination when the new
@@ -217,13 +221,16 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 
 
 def check_env(env_id: str) -> tuple[gym.Space, gym.Space]:
-    """The observation and action spaces, or a UsageError naming --env-id."""
+    """The observation and action spaces, or a UsageError naming --env-id: flat Box observations, and Discrete or
+    bounded 1-D Box actions (the uniform proposal of the soft value needs bounds)."""
     try:
         env = make_env(env_id)
     except gym.error.Error as error:
-        raise UsageError(f"--env-id {env_id}: {error}. Use 'MultiGoal' or a registered gymnasium id such as CartPole-v1 or Pendulum-v1") from None
+        raise UsageError(f"--env-id {env_id}: {error}. Use 'MultiGoal' or a registered gymnasium id such as "
+                         "CartPole-v1 or Pendulum-v1") from None
     except ImportError as error:
-        raise UsageError(f"--env-id {env_id} needs a missing package ({error}); install it, e.g. pip install 'gymnasium[box2d]'") from None
+        raise UsageError(f"--env-id {env_id} needs a missing package ({error}); install it, "
+                         "e.g. pip install 'gymnasium[box2d]'") from None
     observation_space, action_space = env.observation_space, env.action_space
     env.close()
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
@@ -232,117 +239,87 @@ def check_env(env_id: str) -> tuple[gym.Space, gym.Space]:
         return observation_space, action_space
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-            raise UsageError(f"--env-id {env_id}: the action box must be bounded (uniform proposal of the soft value); got {action_space}")
+            raise UsageError(f"--env-id {env_id}: the action box must be bounded (uniform proposal of the soft value); "
+                             f"got {action_space}")
         return observation_space, action_space
     raise UsageError(f"--env-id {env_id}: action space must be Discrete or a 1-D Box; got {action_space}")
 
 
-def make_vector_env(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    """Same-step autoreset: the final observation of a finished episode is in infos['final_obs'] (NOTES pitfall 2)."""
+def make_vector_env(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
+    and the observation returned is already the next episode's first, so no stored transition crosses an episode
+    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead;
+    docs/pitfalls.md#vector-autoreset)."""
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.action_space.seed(seed)
-    return envs
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Networks
-# ----------------------------------------------------------------------------------------------------------------
-def mlp(in_size: int, hidden_size: int, out_size: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size), nn.ReLU(),
-                         nn.Linear(hidden_size, out_size))
+def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """s' of each transition: next_obs, except where an episode just ended, whose last observation is in final_obs
+    (next_obs there already starts the next episode)."""
+    real_next_obs = next_obs.copy()
+    if "_final_obs" in infos:
+        for i in np.flatnonzero(infos["_final_obs"]):
+            real_next_obs[i] = infos["final_obs"][i]
+    return real_next_obs
 
 
-class DiscreteQNetwork(nn.Module):
-    """Q(s, ·) ∈ R^{|A|}."""
-
-    def __init__(self, obs_dim: int, n_actions: int, hidden_size: int):
-        super().__init__()
-        self.net = mlp(obs_dim, hidden_size, n_actions)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
-
-
-class ContinuousQNetwork(nn.Module):
-    """Q(s, a) for actions in [−1, 1]^d; obs (..., obs_dim) is broadcast against actions (..., K, d) or (..., d)."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int):
-        super().__init__()
-        self.net = mlp(obs_dim + action_dim, hidden_size, 1)
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        if actions.dim() == obs.dim() + 1:  # K actions per state
-            obs = obs.unsqueeze(-2).expand(*actions.shape[:-1], obs.shape[-1])
-        return self.net(torch.cat([obs, actions], -1)).squeeze(-1)
-
-
-class SamplingNetwork(nn.Module):
-    """a = tanh(f_φ(s, ξ)), ξ ~ N(0, I): the amortized sampler of exp(Q(s,·)/α) (paper §3.2; softqlearning
-    StochasticNNPolicy with squash=True). Actions live in [−1, 1]^d and are mapped affinely to the env's bounds."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int):
-        super().__init__()
-        self.action_dim = action_dim
-        self.net = mlp(obs_dim + action_dim, hidden_size, action_dim)
-
-    def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        if noise.dim() == obs.dim() + 1:  # K samples per state
-            obs = obs.unsqueeze(-2).expand(*noise.shape[:-1], obs.shape[-1])
-        return torch.tanh(self.net(torch.cat([obs, noise], -1)))
-
-    def sample(self, obs: torch.Tensor, num_samples: int | None = None, generator: torch.Generator | None = None,
-               deterministic: bool = False) -> torch.Tensor:
-        shape = (*obs.shape[:-1], *(() if num_samples is None else (num_samples,)), self.action_dim)
-        noise = torch.zeros(shape, device=obs.device) if deterministic else torch.randn(shape, device=obs.device, generator=generator)
-        return self(obs, noise)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The math (each function is one equation; "NOTES" is ../shared/NOTES.md "Soft Q-learning")
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
+# The math: each equation of docs/soft_q_learning.md as a function of tensors.
+# ----------------------------------------------------------------------------------------------------------------------
 def discrete_soft_value(q: torch.Tensor, alpha: float) -> torch.Tensor:
-    """V(s) = α log Σ_a exp(Q(s,a)/α) over the last axis (NOTES; 000 "Backup Operators for Greedy Policy"). → max_a Q as α → 0."""
+    """V(s) = α log Σ_a exp(Q(s,a)/α) over the last axis (logsumexp); → max_a Q as α → 0  — (SQL-2); 2017, Thm. 1."""
     return alpha * torch.logsumexp(q / alpha, dim=-1)
 
 
 def boltzmann_logits(q: torch.Tensor, alpha: float) -> torch.Tensor:
-    """log π(a|s) up to a constant: π(·|s) = softmax(Q(s,·)/α) (NOTES; 004 §4.6.2 "π ∝ exp(Q_soft/β)")."""
+    """log π(a|s) up to a constant: π(·|s) = softmax(Q(s,·)/α) = exp((Q(s,·) − V(s))/α)  — (SQL-1); 2017, Thm. 1."""
     return q / alpha
 
 
+def boltzmann_entropy(q: torch.Tensor, alpha: float) -> torch.Tensor:
+    """H(π(·|s)) = −Σ_a π(a|s) log π(a|s) for π = softmax(Q/α), averaged over states; an expectation, not a
+    one-sample estimate (docs/pitfalls.md#discrete-expectations)."""
+    log_pi = torch.log_softmax(boltzmann_logits(q, alpha), -1)
+    return -(log_pi.exp() * log_pi).sum(-1).mean()
+
+
 def uniform_log_density(action_dim: int) -> float:
-    """log q(a) of the uniform proposal on [−1, 1]^d: −d log 2."""
+    """log q(a) = −d log 2 for the uniform proposal on [−1, 1]^d  — (SQL-4)."""
     return -action_dim * math.log(2.0)
 
 
-def importance_sampled_soft_value(q_samples: torch.Tensor, alpha: float, log_proposal: torch.Tensor | float) -> torch.Tensor:
-    """V(s) = α [logsumexp_j (Q(s,a_j)/α − log q(a_j)) − log M], a_j ~ q; q_samples has shape (..., M).
-
-    Paper Eq. 10; NOTES "Soft Q-learning". It estimates α log ∫ exp(Q(s,a)/α) da; with the uniform proposal
-    −log q(a) = d log 2 is the `+ action_dim * log 2` of softqlearning sql.py.
-    """
+def importance_sampled_soft_value(q_samples: torch.Tensor, alpha: float,
+                                  log_proposal: torch.Tensor | float) -> torch.Tensor:
+    """V(s) ≈ α [logsumexp_j (Q(s,a_j)/α − log q(a_j)) − log M], a_j ~ q; q_samples has shape (..., M)  — (SQL-4);
+    2017, Eq. 10. It estimates α log ∫ exp(Q(s,a)/α) da; with the uniform proposal −log q(a) = d log 2 is the
+    `+ action_dim * log 2` of softqlearning sql.py."""
     num_samples = q_samples.shape[-1]
     return alpha * (torch.logsumexp(q_samples / alpha - log_proposal, dim=-1) - math.log(num_samples))
 
 
-def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor, gamma: float) -> torch.Tensor:
-    """y = r + γ (1 − d) V̄(s') (004 Eq. 17; paper Eq. 11). d is termination only: time limits bootstrap (NOTES pitfall 1)."""
+def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor,
+                  gamma: float) -> torch.Tensor:
+    """y = r + γ (1 − d) V̄(s')  — (SQL-5); 2017, Eq. 11 plus the done mask it omits. d is termination only: a time
+    limit bootstraps (docs/pitfalls.md#truncation-vs-termination)."""
     return reward + gamma * (1.0 - terminated) * next_value
 
 
 def soft_bellman_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """J_Q = E[½ (Q(s,a) − y)²] (paper Eq. 11; softqlearning sql.py `bellman_residual`)."""
-    assert q.shape == target.shape, (q.shape, target.shape)  # NOTES pitfall 3: no silent broadcasting
+    """J_Q = E[½ (Q(s,a) − y)²], shapes asserted equal  — (SQL-6); 2017, Eq. 11."""
+    assert q.shape == target.shape, (q.shape, target.shape)  # docs/pitfalls.md#silent-broadcasting
     return 0.5 * ((q - target) ** 2).mean()
 
 
 def rbf_kernel(xs: torch.Tensor, ys: torch.Tensor, min_bandwidth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """κ(x, y) = exp(−‖x − y‖² / h) and ∇_x κ(x, y) = −2 (x − y) κ / h for xs (..., Kx, D), ys (..., Ky, D).
+    """κ(x, y) = exp(−‖x − y‖² / h) and ∇_x κ(x, y) = −2 (x − y) κ / h for xs (..., Kx, D), ys (..., Ky, D)  — (SQL-7);
+    Liu & Wang 2016, §5.
 
-    Returns kappa (..., Kx, Ky) and its gradient w.r.t. xs (..., Kx, Ky, D). Median heuristic (Liu & Wang 2016, as
-    softqlearning kernel.py): h = median of the Kx·Ky squared distances / log Kx, floored at min_bandwidth and
-    treated as a constant (no gradient flows through h).
+    Returns kappa (..., Kx, Ky) and its gradient w.r.t. xs (..., Kx, Ky, D). Median heuristic (as softqlearning
+    kernel.py): h = median of the Kx·Ky squared distances / log Kx, floored at min_bandwidth and treated as a
+    constant (no gradient flows through h).
     """
     diff = xs.unsqueeze(-2) - ys.unsqueeze(-3)
     squared_distances = (diff**2).sum(-1)
@@ -355,18 +332,20 @@ def rbf_kernel(xs: torch.Tensor, ys: torch.Tensor, min_bandwidth: float = 1e-3) 
     return kappa, kappa_grad
 
 
-def svgd_direction(fixed: torch.Tensor, grad_log_p: torch.Tensor, updated: torch.Tensor, min_bandwidth: float = 1e-3) -> torch.Tensor:
-    """Δa_i = (1/K) Σ_j [κ(a_j, a_i) ∇_{a_j} log p(a_j) + ∇_{a_j} κ(a_j, a_i)], with log p = Q(s,·)/α.
+def svgd_direction(fixed: torch.Tensor, grad_log_p: torch.Tensor, updated: torch.Tensor,
+                   min_bandwidth: float = 1e-3) -> torch.Tensor:
+    """Δa_i = (1/K) Σ_j [κ(a_j, a_i) ∇_{a_j} log p(a_j) + ∇_{a_j} κ(a_j, a_i)], log p = Q(s,·)/α  — (SQL-8);
+    2017, Eq. 13.
 
-    Paper Eq. 13 (NOTES "Soft Q-learning"): the first term pulls particles towards high Q, the second pushes them
-    apart. fixed (..., Kj, D) are the particles a_j with their ∇ log p; updated (..., Ki, D) are the a_i.
+    The first term pulls particles towards high Q, the second pushes them apart. fixed (..., Kj, D) are the
+    particles a_j with their ∇ log p; updated (..., Ki, D) are the a_i.
     """
     kappa, kappa_grad = rbf_kernel(fixed, updated, min_bandwidth)
     return (kappa.unsqueeze(-1) * grad_log_p.unsqueeze(-2) + kappa_grad).mean(dim=-3)
 
 
 def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states (paper Eq. 14).
+    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-9); 2017, Eq. 14.
 
     Its gradient is −Σ_i (∂f_φ/∂φ)ᵀ Δa_i: the network moves its samples along the Stein direction.
     """
@@ -374,150 +353,112 @@ def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) 
 
 
 def squash_log_correction(actions: torch.Tensor) -> torch.Tensor:
-    """Σ_k log(1 − a_k²), which softqlearning sql.py adds to log p before differentiating (not in the paper)."""
+    """Σ_k log(1 − a_k²), which softqlearning sql.py adds to log p before differentiating w.r.t. a (not in the paper)
+    — (SQL-10). Computed from the squashed action as the authors do: the SVGD gradient is taken w.r.t. a, and the
+    clamp bounds it (its gradient is 0 for particles with |a| > 1 − 1e-6)."""
     return torch.log1p(-actions.clamp(-1 + 1e-6, 1 - 1e-6) ** 2).sum(-1)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Replay buffer
-# ----------------------------------------------------------------------------------------------------------------
-class ReplayBuffer:
-    """Preallocated tensors on the device; uniform sampling with torch.randint."""
-
-    def __init__(self, capacity: int, obs_dim: int, action_shape: tuple, action_dtype: torch.dtype, device: torch.device):
-        self.capacity, self.device, self.position, self.size = capacity, device, 0, 0
-        self.obs = torch.zeros((capacity, obs_dim), device=device)
-        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
-        self.actions = torch.zeros((capacity, *action_shape), dtype=action_dtype, device=device)
-        self.rewards = torch.zeros(capacity, device=device)
-        self.terminated = torch.zeros(capacity, device=device)
-
-    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
-        n = len(obs)
-        index = (self.position + torch.arange(n)) % self.capacity
-        self.obs[index] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        self.next_obs[index] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
-        self.actions[index] = torch.as_tensor(actions, device=self.device).to(self.actions.dtype)
-        self.rewards[index] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
-        self.terminated[index] = torch.as_tensor(terminated, dtype=torch.float32, device=self.device)
-        self.position = (self.position + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def sample(self, batch_size: int):
-        index = torch.randint(0, self.size, (batch_size,), device=self.device)
-        return self.obs[index], self.actions[index], self.rewards[index], self.next_obs[index], self.terminated[index]
-
-    def state_dict(self) -> dict:
-        keys = ("obs", "next_obs", "actions", "rewards", "terminated")
-        return {"position": self.position, "size": self.size, **{k: getattr(self, k)[: self.size].cpu() for k in keys}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.position, self.size = state["position"], state["size"]
-        for key in ("obs", "next_obs", "actions", "rewards", "terminated"):
-            getattr(self, key)[: self.size] = state[key].to(self.device)
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Q̄ ← τ Q + (1 − τ) Q̄; τ = 1 is the hard copy of the authors' code  — (SQL-13); 2017, Alg. 1."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The agent: networks, optimizers, one update, acting
-# ----------------------------------------------------------------------------------------------------------------
-def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+# ----------------------------------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------------------------------
+def mlp(in_size: int, hidden_sizes: tuple[int, ...], out_size: int) -> nn.Sequential:
+    layers, size = [], in_size
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(size, hidden), nn.ReLU()]
+        size = hidden
+    return nn.Sequential(*layers, nn.Linear(size, out_size))
 
 
-class SoftQAgent:
-    """Holds Q, its target copy, the sampler (continuous only) and their optimizers."""
+class DiscreteQNetwork(nn.Module):
+    """Q(s, ·) ∈ R^{|A|}."""
 
-    def __init__(self, args: Args, obs_dim: int, action_space: gym.Space, device: torch.device):
-        self.args, self.device = args, device
+    def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_sizes, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+class ContinuousQNetwork(nn.Module):
+    """Q(s, a) for actions in [−1, 1]^d; obs (..., obs_dim) is broadcast against actions (..., K, d) or (..., d)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        self.net = mlp(obs_dim + action_dim, hidden_sizes, 1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if actions.dim() == obs.dim() + 1:  # K actions per state
+            obs = obs.unsqueeze(-2).expand(*actions.shape[:-1], obs.shape[-1])
+        return self.net(torch.cat([obs, actions], -1)).squeeze(-1)
+
+
+class SamplingNetwork(nn.Module):
+    """a = tanh(f_φ(s, ξ)), ξ ~ N(0, I): the amortized sampler of exp(Q(s,·)/α)  — (SQL-9); 2017, Eq. 13-14
+    (softqlearning StochasticNNPolicy with squash=True). Actions live in [−1, 1]^d and are mapped affinely to the
+    environment's bounds (docs/pitfalls.md#action-rescaling)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        self.action_dim = action_dim
+        self.net = mlp(obs_dim + action_dim, hidden_sizes, action_dim)
+
+    def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if noise.dim() == obs.dim() + 1:  # K samples per state
+            obs = obs.unsqueeze(-2).expand(*noise.shape[:-1], obs.shape[-1])
+        return torch.tanh(self.net(torch.cat([obs, noise], -1)))
+
+    def sample(self, obs: torch.Tensor, num_samples: int | None = None, generator: torch.Generator | None = None,
+               deterministic: bool = False) -> torch.Tensor:
+        shape = (*obs.shape[:-1], *(() if num_samples is None else (num_samples,)), self.action_dim)
+        noise = (torch.zeros(shape, device=obs.device) if deterministic
+                 else torch.randn(shape, device=obs.device, generator=generator))
+        return self(obs, noise)
+
+
+class Agent(nn.Module):
+    """Q, its target copy Q̄ and, for continuous actions, the sampler f_φ: one state_dict checkpoints them all."""
+
+    def __init__(self, args: Args, obs_dim: int, action_space: gym.Space):
+        super().__init__()
+        self.alpha = args.alpha
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
-            self.n_actions = int(action_space.n)
-            self.q = DiscreteQNetwork(obs_dim, self.n_actions, args.hidden_size).to(device)
-            self.q_target = DiscreteQNetwork(obs_dim, self.n_actions, args.hidden_size).to(device)
+            self.q = DiscreteQNetwork(obs_dim, int(action_space.n), args.hidden_sizes)
+            self.q_target = DiscreteQNetwork(obs_dim, int(action_space.n), args.hidden_sizes)
             self.sampler = None
         else:
             self.action_dim = int(action_space.shape[0])
-            self.q = ContinuousQNetwork(obs_dim, self.action_dim, args.hidden_size).to(device)
-            self.q_target = ContinuousQNetwork(obs_dim, self.action_dim, args.hidden_size).to(device)
-            self.sampler = SamplingNetwork(obs_dim, self.action_dim, args.hidden_size).to(device)
-            self.policy_optimizer = make_adam(self.sampler.parameters(), args.policy_lr, device)
-            low, high = (torch.as_tensor(b, dtype=torch.float32, device=device) for b in (action_space.low, action_space.high))
-            self.action_scale, self.action_bias = (high - low) / 2, (high + low) / 2  # NOTES pitfall 5
-            self.num_updated = max(1, int(args.svgd_particles * args.svgd_update_ratio))
-            self.num_fixed = args.svgd_particles - self.num_updated
+            self.q = ContinuousQNetwork(obs_dim, self.action_dim, args.hidden_sizes)
+            self.q_target = ContinuousQNetwork(obs_dim, self.action_dim, args.hidden_sizes)
+            self.sampler = SamplingNetwork(obs_dim, self.action_dim, args.hidden_sizes)
+            low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high))
+            self.register_buffer("action_scale", (high - low) / 2)  # docs/pitfalls.md#action-rescaling
+            self.register_buffer("action_bias", (high + low) / 2)
         self.q_target.load_state_dict(self.q.state_dict())
-        self.q_optimizer = make_adam(self.q.parameters(), args.q_lr, device)
-        self.updates = 0
-        self.update = torch.compile(self._update) if args.compile else self._update
+        self.q_target.requires_grad_(False)
 
-    # ---- one gradient step on a minibatch; returns detached metrics (no .item() here) ----
-    def _update(self, obs, actions, rewards, next_obs, terminated) -> dict[str, torch.Tensor]:
-        args = self.args
-        with torch.no_grad():
-            if self.discrete:
-                next_value = discrete_soft_value(self.q_target(next_obs), args.alpha)
-            else:
-                proposal = torch.rand((len(next_obs), args.value_samples, self.action_dim), device=self.device) * 2 - 1
-                next_value = importance_sampled_soft_value(self.q_target(next_obs, proposal), args.alpha,
-                                                           uniform_log_density(self.action_dim))
-            target = soft_q_target(args.reward_scale * rewards, terminated, next_value, args.gamma)
-        if self.discrete:
-            q = self.q(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
-        else:
-            q = self.q(obs, actions)
-        qf_loss = soft_bellman_loss(q, target)
-        self.q_optimizer.zero_grad(set_to_none=True)
-        qf_loss.backward()
-        self.q_optimizer.step()
-        metrics = {"losses/qf_loss": qf_loss.detach(), "losses/q_mean": q.detach().mean()}
-        if self.discrete:
-            with torch.no_grad():
-                log_pi = torch.log_softmax(boltzmann_logits(self.q(obs), args.alpha), -1)
-                metrics["losses/entropy"] = -(log_pi.exp() * log_pi).sum(-1).mean()
-        else:
-            metrics["losses/actor_loss"] = self.svgd_step(obs)
-        return metrics
+    @property
+    def device(self) -> torch.device:
+        return next(self.q.parameters()).device
 
-    def svgd_step(self, obs: torch.Tensor) -> torch.Tensor:
-        """One amortized SVGD step of f_φ towards exp(Q(s,·)/α) (paper Algorithm 1; softqlearning sql.py)."""
-        args = self.args
-        # As softqlearning: of K particles a_k = f_φ(s, ξ_k), a fixed set supplies the j of the sum and the other
-        # set i is moved. Drawing the fixed set without autograd saves half the backward pass; same distribution.
-        with torch.no_grad():
-            fixed = self.sampler.sample(obs, self.num_fixed)  # (B, K_fixed, d)
-        fixed.requires_grad_(True)
-        log_p = self.q(obs, fixed) / args.alpha
-        if args.squash_correction:
-            log_p = log_p + squash_log_correction(fixed)
-        grad_log_p = torch.autograd.grad(log_p.sum(), fixed)[0]
-        # Drawn after the gradient above, so that under --compile the two graphs stay apart (one backward each).
-        updated = self.sampler.sample(obs, self.num_updated)  # (B, K_updated, d)
-        direction = svgd_direction(fixed.detach(), grad_log_p, updated.detach(), args.kernel_min_bandwidth)
-        policy_loss = svgd_surrogate_loss(updated, direction)
-        self.policy_optimizer.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        self.policy_optimizer.step()
-        return policy_loss.detach()
-
-    def update_target(self) -> None:
-        """Q̄ ← τ Q + (1 − τ) Q̄ (τ = 1: the hard copy of softqlearning)."""
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), self.args.tau)
-
-    # ---- acting ----
     @torch.no_grad()
     def act(self, obs: np.ndarray, stochastic: bool = True, generator: torch.Generator | None = None):
-        """Returns (env action, action stored in the buffer). Discrete: Boltzmann sample or argmax Q.
-        Continuous: f_φ(s, ξ) or f_φ(s, 0), rescaled from [−1, 1] to the env's bounds."""
+        """(environment action, action stored in the buffer)  — (SQL-1). Discrete: a ~ softmax(Q/α) by Gumbel-max, or
+        argmax Q. Continuous: f_φ(s, ξ) or f_φ(s, 0) in [−1, 1]^d, rescaled to the environment's bounds."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         if self.discrete:
             q = self.q(obs_t)
             if stochastic:  # Gumbel-max sample of softmax(Q/α)
                 uniform = torch.rand(q.shape, device=self.device, generator=generator).clamp_(1e-20, 1.0)
-                action = (boltzmann_logits(q, self.args.alpha) - torch.log(-torch.log(uniform))).argmax(-1)
+                action = (boltzmann_logits(q, self.alpha) - torch.log(-torch.log(uniform))).argmax(-1)
             else:
                 action = q.argmax(-1)
             action = action.cpu().numpy()
@@ -525,48 +466,237 @@ class SoftQAgent:
         action = self.sampler.sample(obs_t, generator=generator, deterministic=not stochastic)
         return (action * self.action_scale + self.action_bias).cpu().numpy(), action.cpu().numpy()
 
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Replay buffer
+# ----------------------------------------------------------------------------------------------------------------------
+class Batch(NamedTuple):
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """Preallocated tensors on the training device; uniform sampling with torch.randint. Continuous actions are
+    stored in the sampler's [−1, 1] space, discrete ones as indices; `terminated` (never `truncated`) is stored for
+    the mask."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_shape: tuple, action_dtype: torch.dtype,
+                 device: torch.device):
+        action_size = math.prod(action_shape) * (8 if action_dtype == torch.long else 4)
+        check_memory(capacity * ((2 * obs_dim + 2) * 4 + action_size), device, f"--buffer-size {capacity}")
+        self.capacity, self.position, self.size = capacity, 0, 0
+        self.data = Batch(
+            obs=torch.zeros((capacity, obs_dim), device=device),
+            actions=torch.zeros((capacity, *action_shape), dtype=action_dtype, device=device),
+            rewards=torch.zeros(capacity, device=device),
+            next_obs=torch.zeros((capacity, obs_dim), device=device),
+            terminated=torch.zeros(capacity, device=device),
+        )
+
+    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Add one transition per environment."""
+        index = (self.position + torch.arange(len(rewards))) % self.capacity
+        for store, value in zip(self.data, (obs, actions, rewards, next_obs, terminated)):
+            store[index] = torch.as_tensor(value, device=store.device).to(store.dtype)
+        self.position = (self.position + len(rewards)) % self.capacity
+        self.size = min(self.size + len(rewards), self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        index = torch.randint(0, self.size, (batch_size,), device=self.data.rewards.device)
+        return Batch(*(store[index] for store in self.data))
+
     def state_dict(self) -> dict:
-        state = {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
-                 "q_optimizer": self.q_optimizer.state_dict(), "updates": self.updates}
-        if self.sampler is not None:
-            state["sampler"] = self.sampler.state_dict()
-            state["policy_optimizer"] = self.policy_optimizer.state_dict()
-        return state
+        return {"position": self.position, "size": self.size,
+                **{k: v[: self.size].cpu() for k, v in self.data._asdict().items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.q.load_state_dict(state["q"])
-        self.q_target.load_state_dict(state["q_target"])
-        self.q_optimizer.load_state_dict(state["q_optimizer"])
-        self.updates = state["updates"]
-        if self.sampler is not None:
-            self.sampler.load_state_dict(state["sampler"])
-            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        self.position, self.size = state["position"], state["size"]
+        for name, store in self.data._asdict().items():
+            store[: self.size] = state[name].to(store.device)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
+# One gradient step
+# ----------------------------------------------------------------------------------------------------------------------
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+class Learner:
+    """The gradient step, called once per vector-environment step; nothing here synchronises with the host.
+    The losses are pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow."""
+
+    def __init__(self, agent: Agent, args: Args):
+        self.agent, self.args = agent, args
+        self.q_optimizer = torch.optim.Adam(agent.q.parameters(), lr=args.q_lr, fused=True)  # one kernel per step
+        if not agent.discrete:
+            self.policy_optimizer = torch.optim.Adam(agent.sampler.parameters(), lr=args.policy_lr, fused=True)
+            # As softqlearning: of K particles a_k = f_φ(s, ξ_k), a fixed set supplies the j of the SVGD sum and the
+            # other set i is moved.
+            self.num_updated = max(1, int(args.svgd_particles * args.svgd_update_ratio))
+            self.num_fixed = args.svgd_particles - self.num_updated
+        self.gradient_steps = 0
+        if args.compile:  # the same two functions, traced and fused by torch.compile; the optimizer steps stay eager
+            self.q_loss = torch.compile(self.q_loss)
+            self.svgd_loss = torch.compile(self.svgd_loss)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        names = ["q_optimizer"] + ([] if self.agent.discrete else ["policy_optimizer"])
+        return {name: getattr(self, name) for name in names}
+
+    def q_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The soft value of s' (SQL-2 exact, or SQL-4 by importance sampling), the target (SQL-5) with the reward
+        scale (SQL-11), and the soft Bellman loss (SQL-6)."""
+        agent, args = self.agent, self.args
+        with torch.no_grad():
+            if agent.discrete:
+                next_value = discrete_soft_value(agent.q_target(batch.next_obs), args.alpha)
+            else:
+                proposal = torch.rand((len(batch.next_obs), args.value_samples, agent.action_dim),
+                                      device=batch.next_obs.device) * 2 - 1
+                next_value = importance_sampled_soft_value(agent.q_target(batch.next_obs, proposal), args.alpha,
+                                                           uniform_log_density(agent.action_dim))
+            target = soft_q_target(args.reward_scale * batch.rewards, batch.terminated, next_value, args.gamma)
+        if agent.discrete:
+            q = agent.q(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        else:
+            q = agent.q(batch.obs, batch.actions)
+        loss = soft_bellman_loss(q, target)
+        return loss, {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
+
+    def svgd_loss(self, obs: torch.Tensor) -> torch.Tensor:
+        """One amortized SVGD step's surrogate loss: ∇_a log p at the fixed particles (SQL-10 with
+        --squash-correction), the Stein direction (SQL-8) at the updated ones, and the loss (SQL-9); 2017, App. C."""
+        agent, args = self.agent, self.args
+        # Drawing the fixed set without autograd saves half the backward pass; same distribution.
+        with torch.no_grad():
+            fixed = agent.sampler.sample(obs, self.num_fixed)  # (B, K_fixed, d)
+        fixed.requires_grad_(True)
+        log_p = agent.q(obs, fixed) / args.alpha
+        if args.squash_correction:
+            log_p = log_p + squash_log_correction(fixed)
+        grad_log_p = torch.autograd.grad(log_p.sum(), fixed)[0]
+        # Drawn after the gradient above, so that under --compile the two graphs stay apart (one backward each).
+        updated = agent.sampler.sample(obs, self.num_updated)  # (B, K_updated, d)
+        direction = svgd_direction(fixed.detach(), grad_log_p, updated.detach(), args.kernel_min_bandwidth)
+        return svgd_surrogate_loss(updated, direction)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor | float]:
+        """One gradient step (2017, Algorithm 1): the soft Bellman step on Q, then the SVGD step on f_φ with the
+        just-updated Q (continuous actions), then the target Q̄ (SQL-13)."""
+        self.gradient_steps += 1
+        q_loss, metrics = self.q_loss(batch)
+        optimizer_step(self.q_optimizer, q_loss)
+
+        if self.agent.discrete:
+            with torch.no_grad():
+                metrics["losses/entropy"] = boltzmann_entropy(self.agent.q(batch.obs), self.args.alpha)
+        else:
+            policy_loss = self.svgd_loss(batch.obs)
+            optimizer_step(self.policy_optimizer, policy_loss)
+            metrics["losses/actor_loss"] = policy_loss.detach()
+        metrics["losses/alpha"] = self.args.alpha  # fixed: soft Q-learning has no entropy target
+
+        if self.gradient_steps % self.args.target_network_frequency == 0:
+            polyak_update(self.agent.q_target, self.agent.q, self.args.tau)
+        return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    """Soft Q-learning's loop (2017, Algorithm 1): act, step the environments, store, one gradient step per vector
+    step. Logging, evaluation and checkpoints are one call each on `run` (the plumbing below)."""
+    checkpoint = prepare(args)
+    device = resolve_device(args.device)
+    global_step = checkpoint["global_step"] if checkpoint else 0
+    # A resumed run starts new episodes (the environments' state is not in the checkpoint).
+    envs = make_vector_env(args.env_id, args.num_envs, args.seed + global_step)
+    obs_dim, action_space = int(envs.single_observation_space.shape[0]), envs.single_action_space
+    agent = Agent(args, obs_dim, action_space).to(device)
+    learner = Learner(agent, args)
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, () if agent.discrete else action_space.shape,
+                          torch.long if agent.discrete else torch.float32, device)
+    if checkpoint is not None:
+        restore(checkpoint, agent, learner, buffer, args)
+    obs, _ = envs.reset(seed=[args.seed + global_step + i for i in range(args.num_envs)])
+    metrics: dict[str, torch.Tensor | float] = {}
+    summary: dict = {}
+
+    with Run(args, checkpoint, lambda: checkpoint_state(agent, learner, buffer, args)) as run:
+        while run.global_step < args.total_timesteps and not run.stop_requested:
+            if run.global_step < args.learning_starts:
+                env_actions = envs.action_space.sample()
+                actions = env_actions if agent.discrete else (
+                    (env_actions - agent.action_bias.cpu().numpy()) / agent.action_scale.cpu().numpy())
+            else:
+                env_actions, actions = agent.act(obs)
+            next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
+            # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SQL-5).
+            buffer.add(obs, actions, rewards, true_next_obs(next_obs, infos), terminations)
+            obs = next_obs
+            run.advance(args.num_envs)
+            for i in np.flatnonzero(infos.get("_episode", [])):
+                run.log_episode(infos["episode"]["r"][i], infos["episode"]["l"][i])
+
+            if run.global_step >= args.learning_starts and buffer.size >= args.batch_size:
+                run.start_learning_clock()
+                metrics = learner.update(buffer.sample(args.batch_size))
+
+            if run.due(args.log_every):
+                run.log_losses(metrics)
+            if run.due(args.eval_every):
+                run.log_evaluation(lambda: periodic_evaluation(agent, args))
+            if run.due(args.checkpoint_every):
+                run.save()
+
+        if not run.stop_requested:
+            video_dir = str(run.dir / "videos") if args.capture_video else None
+            run.log_evaluation(lambda: final_evaluation(agent, args, summary, video_dir))
+    envs.close()
+    return run.finish(**summary)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Evaluation
-# ----------------------------------------------------------------------------------------------------------------
-def evaluate(agent: SoftQAgent, env_id: str, episodes: int, seed: int, stochastic: bool,
-             video_dir: str | None = None) -> dict:
-    """Episodes on a separate environment with its own seeds and its own torch generator (training RNG untouched).
-    Returns returns, lengths, goal reached per episode (MultiGoal; −1 = none) and positions (MultiGoal)."""
-    env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
+# ----------------------------------------------------------------------------------------------------------------------
+class Episodes(NamedTuple):
+    returns: list[float]
+    goals: list[int]  # MultiGoal: the goal each episode reached (−1: none)
+    paths: list[np.ndarray]  # MultiGoal: the positions of each episode
+
+    def metrics(self) -> dict[str, float]:
+        return {"eval/return_mean": float(np.mean(self.returns)), "eval/return_std": float(np.std(self.returns))}
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, video_dir: str | None = None) -> Episodes:
+    """Episodes on a separate environment with its own seeds and its own torch generator (the training random
+    numbers are untouched); the policy is sampled with --eval-stochastic, else argmax Q or f_φ(s, 0)
+    (docs/pitfalls.md#deterministic-evaluation)."""
+    seed = args.seed + 10_000
+    env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
     generator = torch.Generator(device=agent.device).manual_seed(seed)
-    returns, lengths, goals, paths = [], [], [], []
+    returns, goals, paths = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        done, total, length, goal, path = False, 0.0, 0, -1, [obs]
+        done, total, goal, path = False, 0.0, -1, [obs]
         while not done:
-            action, _ = agent.act(obs[None], stochastic=stochastic, generator=generator)
+            action, _ = agent.act(obs[None], stochastic=args.eval_stochastic, generator=generator)
             obs, reward, terminated, truncated, info = env.step(action[0])
-            total, length, done = total + float(reward), length + 1, terminated or truncated
+            total, done = total + float(reward), terminated or truncated
             goal = int(info.get("goal", -1)) if terminated else goal
             path.append(obs)
-        returns.append(total), lengths.append(length), goals.append(goal), paths.append(np.array(path))
+        returns.append(total), goals.append(goal), paths.append(np.array(path))
     env.close()
-    return {"returns": returns, "lengths": lengths, "goals": goals, "paths": paths}
+    return Episodes(returns, goals, paths)
 
 
 def goal_reach_counts(goals: list[int]) -> list[int]:
@@ -574,7 +704,30 @@ def goal_reach_counts(goals: list[int]) -> list[int]:
     return [sum(1 for g in goals if g == k) for k in range(len(MultiGoalEnv.goals))]
 
 
-def plot_multigoal(agent: SoftQAgent, paths: list[np.ndarray], path: str, title: str = "") -> None:
+def periodic_evaluation(agent: Agent, args: Args) -> dict[str, float]:
+    """--eval-episodes episodes; on MultiGoal also how many of the four goals were reached."""
+    episodes = evaluate(agent, args, args.eval_episodes)
+    metrics = episodes.metrics()
+    if args.env_id == "MultiGoal":
+        metrics["eval/goals_reached"] = sum(1 for count in goal_reach_counts(episodes.goals) if count > 0)
+    return metrics
+
+
+def final_evaluation(agent: Agent, args: Args, summary: dict, video_dir: str | None = None) -> dict[str, float]:
+    """The last evaluation: on MultiGoal --goal-episodes sampled episodes, whose goal counts (and --plot) go into
+    `summary`; elsewhere --eval-episodes. Returns the eval/ metrics to log."""
+    count = args.goal_episodes if args.env_id == "MultiGoal" else args.eval_episodes
+    episodes = evaluate(agent, args, count, video_dir)
+    summary.update(eval_episodes=count, eval_stochastic=args.eval_stochastic)
+    if args.env_id == "MultiGoal":
+        summary["goal_reach_counts"] = goal_reach_counts(episodes.goals)
+        if args.plot:
+            plot_multigoal(agent, episodes.paths, args.plot, title=f"soft Q-learning, MultiGoal, seed {args.seed}: "
+                           f"goals reached {summary['goal_reach_counts']} of {count}")
+    return episodes.metrics()
+
+
+def plot_multigoal(agent: Agent, paths: list[np.ndarray], path: str, title: str = "") -> None:
     """Left: trajectories sampled from the start over the distance-cost contours. Right: Q(s,·) over the action
     box at the three states of softqlearning's QFPolicyPlotter, with 100 samples of f_φ(s, ξ) on top."""
     try:
@@ -615,16 +768,164 @@ def plot_multigoal(agent: SoftQAgent, paths: list[np.ndarray], path: str, title:
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpointing
-# ----------------------------------------------------------------------------------------------------------------
+# ======================================================================================================================
+# ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----
+# Nothing below changes what is learned. From here to "end of the shared plumbing" the text is the same in
+# sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_shared_plumbing.py compares it); what a
+# script does differently (the state its checkpoint holds, its own checks) is passed in or written after that line.
+# ======================================================================================================================
+class UsageError(Exception):
+    """Bad input: reported as one line naming the flag or file, exit status 2."""
+
+
+class NonFiniteLoss(Exception):
+    """A loss or a parameter became NaN or infinite: reported as one line, exit status 1; the last good checkpoint is
+    kept."""
+
+
+EXIT_OK, EXIT_NON_FINITE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of `every` lies in (before, after]: with N environments the step counter jumps by N."""
+    return every > 0 and after // every > before // every
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device auto is cuda when a GPU is available, else cpu."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; with `deterministic`, make torch's kernels repeatable (bit-exact on CPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS (CUDA >= 10.2) refuses deterministic mode unless this is set before its first call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
+        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def check_common_args(args) -> None:
+    """The checks every training script shares; each script adds its own in `validate`."""
+    checks = [
+        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
+        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
+        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
+        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
+        (args.buffer_size >= 1, f"--buffer-size must be >= 1, got {args.buffer_size}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower one"),
+        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
+        (args.learning_starts < args.total_timesteps, f"--learning-starts {args.learning_starts} is not below "
+         f"--total-timesteps {args.total_timesteps}: the run would never learn"),
+        (args.target_network_frequency >= 1,
+         f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
+        (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
+        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} {args.q_lr}"),
+        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
+         f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
+        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
+        (min(args.eval_every, args.checkpoint_every) >= 0, "--eval-every and --checkpoint-every must be >= 0"),
+        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
+        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
+    if not args.eval_only:
+        check_writable(Path(args.resume).resolve().parent if args.resume else Path(args.output_dir),
+                       "--resume" if args.resume else "--output-dir")
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401  (gymnasium's RecordVideo needs it)
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    if args.track:
+        check_wandb_credentials()
+
+
+def check_writable(directory: Path, flag: str) -> None:
+    """Fail before any work, not after the first evaluation, when the run directory cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot write to {directory} ({error.strerror or error})") from None
+
+
+def check_memory(nbytes: int, device: torch.device, what: str) -> None:
+    """Refuse, before allocating it, a replay buffer larger than the free memory of its device."""
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as meminfo:  # Linux; elsewhere the allocation itself is the check
+                available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return
+    if nbytes > available:
+        raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of {device.type} "
+                         "memory are free; lower --buffer-size")
+
+
+# A resumed run keeps every setting of its checkpoint but these: its length, its cadences and where its outputs go.
+RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
+                     "resume", "output_dir", "device", "compile", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video"}
+
+
+def resume_settings(args, checkpoint: dict, path: str) -> None:
+    """Take the settings of the checkpoint's run into `args`; a flag given on the command line that would change what
+    is learned (another environment, batch size, learning rate, ...) is refused, naming it."""
+    saved, defaults = checkpoint["args"], type(args)()
+    for field in fields(args):
+        if field.name not in saved:
+            continue
+        given, stored = getattr(args, field.name), saved[field.name]
+        stored = tuple(stored) if isinstance(stored, list) else stored
+        if given == getattr(defaults, field.name):  # not on the command line: as the run was
+            setattr(args, field.name, stored)
+        elif given != stored and field.name not in RESUME_MAY_CHANGE:
+            raise UsageError(f"--resume {path}: --{field.name.replace('_', '-')} {given} differs from the checkpoint's "
+                             f"{stored}; a resumed run keeps its settings: only length, cadences and outputs change")
+
+
+def check_wandb_credentials() -> None:
+    """Tracking never prompts: without a key and without WANDB_MODE, say how to proceed."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise UsageError("--track needs wandb: pip install wandb") from None
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path.home() / ".netrc"
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text():
+        return
+    raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline to log locally")
+
+
 def rng_state() -> dict:
+    """Every random generator a run draws from, as tensors and plain values (loadable with weights_only=True)."""
     name, keys, position, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -632,359 +933,335 @@ def set_rng_state(state: dict) -> None:
     name, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str, agent: SoftQAgent, args: Args, global_step: int, episodes: int,
-                    buffer: ReplayBuffer | None, shapes: dict) -> None:
-    """Written to a temporary file, then os.replace: a crash mid-write keeps the previous checkpoint."""
-    state = {"script": SCRIPT_NAME, "format": CHECKPOINT_FORMAT, "args": asdict(args), "shapes": shapes,
-             "agent": agent.state_dict(), "rng": rng_state(), "global_step": global_step, "episodes": episodes}
-    if buffer is not None and args.save_buffer:
-        state["buffer"] = buffer.state_dict()
-    temporary = path + ".tmp"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 def load_checkpoint(path: str, flag: str) -> dict:
-    """The checkpoint dict, or a UsageError naming the flag and the file."""
+    """A checkpoint written by this script; anything else is a UsageError naming the flag and the file.
+    weights_only=True: loading a checkpoint never runs code from it."""
     if not os.path.isfile(path):
         raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupted, truncated, or not a torch file
-        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); use a checkpoint.pt written by {SCRIPT_NAME}.py") from None
-    if not isinstance(state, dict) or state.get("script") != SCRIPT_NAME:
-        other = state.get("script") if isinstance(state, dict) else None
-        raise UsageError(f"{flag} {path}: checkpoint of {other or 'another program'}, not {SCRIPT_NAME}.py; use that script or a {SCRIPT_NAME} checkpoint")
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise UsageError(f"{flag} {path}: checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+    except Exception as error:  # truncated, corrupted, or not a torch file
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?"
+                         ) from None
+    if not isinstance(state, dict) or state.get("script") != SCRIPT or "args" not in state:
+        found = state.get("script") if isinstance(state, dict) else None
+        other = f"{found}.py" if found else "another program"
+        raise UsageError(f"{flag} {path}: this checkpoint was written by {other}, not {SCRIPT}.py")
     return state
 
 
-def check_shapes(state: dict, shapes: dict, flag: str, path: str) -> None:
-    if state["shapes"] != shapes:
-        raise UsageError(f"{flag} {path}: checkpoint is for {state['shapes']} (env {state['args']['env_id']}), "
-                         f"this run is {shapes}; pass --env-id {state['args']['env_id']} and the same --hidden-size")
+def non_finite_entry(state, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) checkpoint dict that holds a NaN or an inf."""
+    if torch.is_tensor(state):
+        return prefix if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = non_finite_entry(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------------------------
-def resolve_args(args: Args, discrete: bool) -> Args:
-    """Fill the None fields from PRESETS and check every value; a UsageError names the flag."""
-    preset = PRESETS["MultiGoal" if args.env_id == "MultiGoal" else "discrete" if discrete else "continuous"]
-    for key, value in preset.items():
+class Run:
+    """One training run beside the learning: its directory, metrics.jsonl, progress line, Weights & Biases, the
+    step counter and its cadences, Ctrl-C, checkpoints and summary.json.
+
+    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/ (with a suffix when two runs start
+    in the same second); --resume continues in the checkpoint's own directory, its metrics.jsonl cut back to the
+    checkpoint's step. `checkpoint_state()` returns what this script must save beyond the shared fields."""
+
+    def __init__(self, args, checkpoint: dict | None, checkpoint_state):
+        self.args, self.checkpoint_state = args, checkpoint_state
+        self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
+        self.episodes = checkpoint["episodes"] if checkpoint else 0
+        self.last_return, self.last_eval, self.last_eval_step = None, None, None
+        self.start_time, self.learning_clock, self.eval_seconds = time.time(), None, 0.0
+        self.stop_signal = None
+        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory(args)
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
+            stale.unlink()
+        (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        metrics_path = self.dir / "metrics.jsonl"
+        if checkpoint and metrics_path.exists():
+            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
+            lines = metrics_path.read_text().splitlines()
+            kept = [line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step]
+            metrics_path.write_text("".join(kept))
+        self.metrics_file = open(metrics_path, "a")
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            try:  # a key but no network would otherwise hang for minutes
+                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
+                                        settings=wandb.Settings(init_timeout=30))
+            except Exception as error:
+                raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
+                                 "WANDB_MODE=offline to log locally") from None
+        self.progress_bar = None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step",
+                                         dynamic_ncols=True)
+            except ImportError:  # a copied script without tqdm falls back to plain progress lines
+                pass
+        self.previous_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def new_directory(args) -> Path:
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+            try:
+                path = Path(args.output_dir) / (name + suffix)
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as error:
+                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory ({error.strerror})"
+                                 ) from None
+        raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
+
+    def request_stop(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_signal is not None
+
+    # ---- the step counter and its cadences ----
+    def advance(self, steps: int) -> None:
+        self.previous_step, self.global_step = self.global_step, self.global_step + steps
+        if self.progress_bar is not None:
+            self.progress_bar.update(steps)
+
+    def due(self, every: int) -> bool:
+        """True on the step that crosses a multiple of `every` (0: never)."""
+        return crossed(self.previous_step, self.global_step, every)
+
+    def start_learning_clock(self) -> None:
+        """Speed is measured over the learning phase only: from the first gradient step on."""
+        if self.learning_clock is None:
+            self.learning_clock = (time.time(), self.previous_step)
+
+    def sps(self) -> float:
+        if self.learning_clock is None:
+            return 0.0
+        seconds = time.time() - self.learning_clock[0] - self.eval_seconds
+        return (self.global_step - self.learning_clock[1]) / seconds if seconds > 0 else 0.0
+
+    # ---- metrics ----
+    def log(self, metrics: dict) -> None:
+        """One event of metrics.jsonl (and of W&B with --track)."""
+        record = {"global_step": self.global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=self.global_step)
+
+    def log_episode(self, episode_return: float, length: int) -> None:
+        self.episodes += 1
+        self.last_return = float(episode_return)
+        self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(length)})
+
+    def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Read the latest losses (the only host synchronisation of the learning phase), stop on a non-finite one,
+        and write them with the speed and the progress line."""
+        values = {name: float(value) for name, value in metrics.items()}
+        bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
+        sps = self.sps()
+        self.log({**values, "charts/SPS": round(sps, 1)})
+        text = f"SPS {sps:.0f}" if self.learning_clock is not None else "random actions, learning not started"
+        text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
+        if self.progress_bar is not None:
+            self.progress_bar.set_postfix_str(text)
+        else:
+            print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
+
+    def log_evaluation(self, evaluate) -> dict:
+        """Run `evaluate()` (a dict of eval/... metrics), log it, and keep its time out of the speed."""
+        started = time.time()
+        self.last_eval, self.last_eval_step = evaluate(), self.global_step
+        self.eval_seconds += time.time() - started if self.learning_clock is not None else 0.0
+        self.log(self.last_eval)
+        return self.last_eval
+
+    # ---- checkpoints ----
+    def kept_checkpoint(self) -> str:
+        if self.checkpoint_path.exists():
+            return f"the last good checkpoint is {self.checkpoint_path}"
+        return "no checkpoint was written"
+
+    def save(self) -> None:
+        """Write checkpoint.pt atomically (a temporary file, then os.replace), so a crash mid-write keeps the previous
+        one; never over a good checkpoint with NaN or inf weights."""
+        state = {"script": SCRIPT, "args": asdict(self.args), "global_step": self.global_step,
+                 "episodes": self.episodes, "rng": rng_state(), **self.checkpoint_state()}
+        bad = non_finite_entry({key: value for key, value in state.items() if key != "buffer"})
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
+        temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    # ---- the end ----
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        """On any way out, Ctrl-C and crashes included, save what was learned (unless it is no longer finite)."""
+        try:
+            if error_type is not NonFiniteLoss:
+                self.save()
+        finally:
+            for s, handler in self.previous_handlers.items():
+                signal.signal(s, handler)
+            self.metrics_file.close()
+            if self.progress_bar is not None:
+                self.progress_bar.close()
+            if self.wandb is not None:
+                self.wandb.finish()
+
+    def finish(self, **extra) -> dict:
+        """Write summary.json and print the closing line; the returned dict carries the exit status."""
+        summary = {
+            "global_step": self.global_step,
+            "train_sps": round(self.sps(), 1),
+            "eval_return_mean": self.last_eval["eval/return_mean"] if self.last_eval else None,
+            "eval_return_std": self.last_eval["eval/return_std"] if self.last_eval else None,
+            "episodes": self.episodes,
+            "wall_time_s": round(time.time() - self.start_time, 2),
+            "run_dir": str(self.dir.resolve()),
+            "interrupted": self.stop_requested,
+            **extra,
+        }
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"{self.dir}: step {self.global_step}, eval return {summary['eval_return_mean']}, "
+              f"train SPS {summary['train_sps']}" + (" (interrupted)" if self.stop_requested else ""), file=sys.stderr)
+        return {**summary, "exit_code": EXIT_INTERRUPTED if self.stop_requested else EXIT_OK}
+
+
+def main(args) -> int:
+    """Train (or, with --eval-only, evaluate a checkpoint); bad input exits 2, a non-finite loss 1, Ctrl-C 130."""
+    try:
+        return (evaluate_checkpoint(args) if args.eval_only else train(args))["exit_code"]
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+
+
+# ---- end of the shared plumbing ----
+
+
+# ---- What only this script saves, restores and checks ----
+# Settings that only shape the final evaluation may also change on --resume.
+RESUME_MAY_CHANGE.update({"goal_episodes", "plot", "eval_stochastic"})
+
+
+def validate(args: Args) -> None:
+    """Fill the None fields from PRESETS (they depend on the action space of --env-id), then check every value."""
+    _, action_space = check_env(args.env_id)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    task = "MultiGoal" if args.env_id == "MultiGoal" else "discrete" if discrete else "continuous"
+    for key, value in PRESETS[task].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.eval_stochastic is None:
         args.eval_stochastic = args.env_id == "MultiGoal"
     checks = [
-        (0.0 <= args.gamma <= 1.0, "--gamma must be in [0, 1]"),
-        (0.0 < args.tau <= 1.0, "--tau must be in (0, 1]"),
-        (args.alpha > 0, "--alpha must be > 0 (α → 0 is ordinary Q-learning; use a small value such as 1e-3)"),
-        (args.reward_scale > 0, "--reward-scale must be > 0"),
-        (args.total_timesteps >= 0, "--total-timesteps must be >= 0"),
-        (args.num_envs >= 1, "--num-envs must be >= 1"),
-        (args.batch_size >= 1, "--batch-size must be >= 1"),
-        (args.buffer_size >= 1, "--buffer-size must be >= 1"),
-        (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower it or raise --buffer-size"),
-        (args.learning_starts >= 0, "--learning-starts must be >= 0"),
-        (args.target_network_frequency >= 1, "--target-network-frequency must be >= 1"),
-        (args.q_lr > 0 and args.policy_lr > 0, "--q-lr and --policy-lr must be > 0"),
-        (args.hidden_size >= 1, "--hidden-size must be >= 1"),
-        (args.value_samples >= 1, "--value-samples must be >= 1"),
-        (args.svgd_particles >= 3, "--svgd-particles must be >= 3 (a fixed and an updated set)"),
-        (0.0 < args.svgd_update_ratio < 1.0, "--svgd-update-ratio must be in (0, 1)"),
-        (args.kernel_min_bandwidth > 0, "--kernel-min-bandwidth must be > 0"),
-        (args.eval_every >= 0 and args.eval_episodes >= 1, "--eval-every must be >= 0 and --eval-episodes >= 1"),
-        (args.goal_episodes >= 1, "--goal-episodes must be >= 1"),
-        (args.log_every >= 1, "--log-every must be >= 1"),
-        (args.checkpoint_every >= 0, "--checkpoint-every must be >= 0"),
-        (not args.autotune, "--autotune is not available in soft Q-learning (no entropy target); set --alpha or --reward-scale"),
-        (args.plot is None or args.env_id == "MultiGoal", "--plot draws the MultiGoal picture only; drop it or use --env-id MultiGoal"),
-        (args.resume is None or args.eval_only is None, "--resume and --eval-only exclude each other; pass one"),
+        (args.reward_scale > 0.0, f"--reward-scale must be > 0, got {args.reward_scale}"),
+        (args.value_samples >= 1, f"--value-samples must be >= 1, got {args.value_samples}"),
+        (args.svgd_particles >= 3,
+         f"--svgd-particles must be >= 3 (a fixed and an updated set), got {args.svgd_particles}"),
+        (0.0 < args.svgd_update_ratio < 1.0, f"--svgd-update-ratio must be in (0, 1), got {args.svgd_update_ratio}"),
+        (args.kernel_min_bandwidth > 0.0, f"--kernel-min-bandwidth must be > 0, got {args.kernel_min_bandwidth}"),
+        (args.goal_episodes >= 1, f"--goal-episodes must be >= 1, got {args.goal_episodes}"),
+        (args.plot is None or args.env_id == "MultiGoal",
+         "--plot draws the MultiGoal picture only; drop it or use --env-id MultiGoal"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    return args
+    check_common_args(args)  # last: it also creates the output directory, once every value is known to be good
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
-    return torch.device("cuda" if choice in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def start_wandb(args: Args, run_name: str, run_dir: str):
-    if os.environ.get("WANDB_MODE", "") in ("disabled",):
-        pass
-    elif not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
-        try:
-            logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
-        except (FileNotFoundError, netrc.NetrcParseError):
-            logged_in = False
-        if not logged_in:
-            raise UsageError("--track: no Weights & Biases credentials; run `wandb login` or set WANDB_MODE=offline")
-    try:
-        import wandb
-    except ImportError:
-        raise UsageError("--track needs wandb: pip install wandb") from None
-    return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), name=run_name,
-                      dir=run_dir)
-
-
-class MetricsLog:
-    """metrics.jsonl (+ wandb): one JSON object per event with global_step and wall_time."""
-
-    def __init__(self, path: str, start_time: float, wandb_run=None):
-        self.file, self.start_time, self.wandb_run = open(path, "a"), start_time, wandb_run
-
-    def write(self, global_step: int, metrics: dict) -> None:
-        record = {"global_step": global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.wandb_run is not None:
-            self.wandb_run.log(metrics, step=global_step)
-
-    def close(self) -> None:
-        self.file.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
-
-
-class StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop finishes the current step, saves, and exits 130."""
-
-    def __init__(self):
-        self.raised = False
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handle(self, signum, frame) -> None:
-        self.raised = True
-
-    def restore(self) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-def final_evaluation(agent: SoftQAgent, args: Args, run_dir: str, seed: int) -> dict:
-    """eval_return_* for summary.json; on MultiGoal, --goal-episodes sampled episodes with goal_reach_counts."""
-    episodes = args.goal_episodes if args.env_id == "MultiGoal" else args.eval_episodes
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    result = evaluate(agent, args.env_id, episodes, seed, args.eval_stochastic, video_dir)
-    summary = {"eval_return_mean": float(np.mean(result["returns"])), "eval_return_std": float(np.std(result["returns"])),
-               "eval_episodes": episodes, "eval_stochastic": args.eval_stochastic}
-    if args.env_id == "MultiGoal":
-        summary["goal_reach_counts"] = goal_reach_counts(result["goals"])
-        if args.plot:
-            plot_multigoal(agent, result["paths"], args.plot, title=f"soft Q-learning, MultiGoal, seed {args.seed}: "
-                           f"goals reached {summary['goal_reach_counts']} of {episodes}")
-    return summary
-
-
-def train(args: Args) -> int:
-    """The whole run; returns the exit status (0, 1 for a non-finite loss, 130 when interrupted)."""
-    start_time = time.time()
-    if args.eval_only:
-        state = load_checkpoint(args.eval_only, "--eval-only")
-        saved = state["args"]
-        for key in ("env_id", "seed", "hidden_size", "alpha", "reward_scale", "svgd_particles"):
-            setattr(args, key, saved[key])
-    observation_space, action_space = check_env(args.env_id)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    args = resolve_args(args, discrete)
-    device = pick_device(args.device)
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    seed_everything(args.seed, args.torch_deterministic)
-    obs_dim = int(observation_space.shape[0])
-    shapes = {"obs_dim": obs_dim, "discrete": discrete, "actions": int(action_space.n) if discrete else int(action_space.shape[0]),
-              "hidden_size": args.hidden_size}
-    agent = SoftQAgent(args, obs_dim, action_space, device)
-
-    if args.eval_only:
-        check_shapes(state, shapes, "--eval-only", args.eval_only)
-        agent.load_state_dict(state["agent"])
-        run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}-eval__{args.seed}__{int(start_time)}"
-        run_dir = os.path.join(args.output_dir, run_name)
-        os.makedirs(run_dir, exist_ok=True)
-        summary = {"global_step": state["global_step"], "checkpoint": args.eval_only, "train_sps": None, "episodes": 0,
-                   **final_evaluation(agent, args, run_dir, args.seed + 10_000)}
-        summary.update(wall_time_s=time.time() - start_time, run_dir=run_dir)
-        write_json(os.path.join(run_dir, "summary.json"), summary)
-        print(json.dumps(summary))
-        return 0
-
-    buffer = ReplayBuffer(args.buffer_size, obs_dim, () if discrete else action_space.shape,
-                          torch.long if discrete else torch.float32, device)
-    global_step, episodes = 0, 0
+def prepare(args: Args) -> dict | None:
+    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run), whose settings the
+    run keeps (so its networks, environment and replay buffer fit)."""
+    checkpoint = None
     if args.resume:
-        state = load_checkpoint(args.resume, "--resume")
-        check_shapes(state, shapes, "--resume", args.resume)
-        agent.load_state_dict(state["agent"])
-        set_rng_state(state["rng"])
-        global_step, episodes = state["global_step"], state["episodes"]
-        if "buffer" in state:
-            buffer.load_state_dict(state["buffer"])
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-        run_name = os.path.basename(run_dir)
+        checkpoint = load_checkpoint(args.resume, "--resume")
+        resume_settings(args, checkpoint, args.resume)
+    validate(args)
+    seed_everything(args.seed, args.torch_deterministic)
+    return checkpoint
+
+
+def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args) -> dict:
+    """What a resume needs beyond the shared fields: networks, optimizers, the replay buffer (with --save-buffer)."""
+    return {
+        "agent": agent.state_dict(),
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in learner.optimizers().items()},
+        "gradient_steps": learner.gradient_steps,
+        "buffer": buffer.state_dict() if args.save_buffer else None,
+    }
+
+
+def restore(checkpoint: dict, agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args) -> None:
+    """Load a checkpoint_state into the run."""
+    agent.load_state_dict(checkpoint["agent"])
+    for name, optimizer in learner.optimizers().items():
+        optimizer.load_state_dict(checkpoint["optimizers"][name])
+    learner.gradient_steps = checkpoint["gradient_steps"]
+    set_rng_state(checkpoint["rng"])
+    if checkpoint["buffer"] is not None:
+        buffer.load_state_dict(checkpoint["buffer"])
     else:
-        run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(start_time)}"
-        run_dir = os.path.join(args.output_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
-    write_json(os.path.join(run_dir, "args.json"), asdict(args))
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"), start_time,
-                     start_wandb(args, run_name, run_dir) if args.track else None)
+        print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one",
+              file=sys.stderr)
 
-    # A resumed run starts new episodes (the environment's state is not in the checkpoint).
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed + global_step)
-    obs, _ = envs.reset(seed=[args.seed + global_step + i for i in range(args.num_envs)])
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
-    last_return, metrics = None, {}
-    learning_start_step, learning_start_time = None, None
-    next_eval = (global_step // args.eval_every + 1) * args.eval_every if args.eval_every else None
-    next_log = (global_step // args.log_every + 1) * args.log_every
-    next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every if args.checkpoint_every else None
-    progress = make_progress(args.total_timesteps, global_step)
-    stop, status = StopFlag(), 0
+
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-only: rebuild the agent of a checkpoint and evaluate it as the final evaluation of training does (goal
+    counts and --plot on MultiGoal); print one JSON line. Videos (--capture-video) go next to the checkpoint."""
+    state = load_checkpoint(args.eval_only, "--eval-only")
     try:
-        while global_step < args.total_timesteps and not stop.raised:
-            # ---- act and store ----
-            if global_step < args.learning_starts:
-                env_actions = envs.action_space.sample()
-                stored_actions = env_actions if discrete else (env_actions - agent.action_bias.cpu().numpy()) / agent.action_scale.cpu().numpy()
-            else:
-                env_actions, stored_actions = agent.act(obs)
-            next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
-            real_next_obs = next_obs.copy()
-            done = terminations | truncations
-            for i in np.flatnonzero(done):  # same-step autoreset: next_obs is already the reset observation
-                real_next_obs[i] = infos["final_obs"][i]
-            buffer.add(obs, stored_actions, rewards, real_next_obs, terminations)
-            obs = next_obs
-            global_step += args.num_envs
-            episode_returns += rewards
-            episode_lengths += 1
-            for i in np.flatnonzero(done):
-                episodes += 1
-                last_return = float(episode_returns[i])
-                log.write(global_step, {"charts/episodic_return": last_return, "charts/episodic_length": int(episode_lengths[i])})
-                episode_returns[i], episode_lengths[i] = 0.0, 0
-
-            # ---- learn ----
-            if global_step >= args.learning_starts and buffer.size >= args.batch_size:
-                if learning_start_step is None:
-                    learning_start_step, learning_start_time = global_step, time.time()
-                metrics = agent.update(*buffer.sample(args.batch_size))
-                agent.updates += 1
-                if agent.updates % args.target_network_frequency == 0:
-                    agent.update_target()
-
-            # ---- log, evaluate, checkpoint ----
-            if global_step >= next_log:
-                next_log += args.log_every
-                values = {k: float(v) for k, v in metrics.items()}
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    print(f"error: non-finite {bad[0]} at step {global_step}; the last good checkpoint (if any) is kept at "
-                          f"{checkpoint_path}; lower --q-lr/--policy-lr or raise --alpha", file=sys.stderr)
-                    status = 1
-                    break
-                sps = (global_step - learning_start_step) / max(time.time() - learning_start_time, 1e-9) if learning_start_step is not None else 0.0
-                log.write(global_step, {**values, "losses/alpha": args.alpha, "charts/SPS": round(sps, 1)})
-                report_progress(progress, global_step, args.log_every, sps, last_return)
-            if next_eval is not None and global_step >= next_eval:
-                next_eval += args.eval_every
-                result = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 10_000, args.eval_stochastic)
-                event = {"eval/return_mean": float(np.mean(result["returns"])), "eval/return_std": float(np.std(result["returns"]))}
-                if args.env_id == "MultiGoal":
-                    event["eval/goals_reached"] = sum(1 for c in goal_reach_counts(result["goals"]) if c > 0)
-                log.write(global_step, event)
-            if next_checkpoint is not None and global_step >= next_checkpoint:
-                next_checkpoint += args.checkpoint_every
-                save_checkpoint(checkpoint_path, agent, args, global_step, episodes, buffer, shapes)
-    finally:
-        envs.close()
-        if progress is not None:
-            progress.close()
-    try:  # a second signal during the final evaluation only sets the flag again: the summary is still written
-        if status == 1:
-            return 1
-        save_checkpoint(checkpoint_path, agent, args, global_step, episodes, buffer, shapes)
-        learning_time = time.time() - learning_start_time if learning_start_time else 0.0
-        summary = {"global_step": global_step,
-                   "train_sps": (global_step - learning_start_step) / learning_time if learning_time > 0 else None,
-                   "episodes": episodes, "interrupted": stop.raised}
-        final = final_evaluation(agent, args, run_dir, args.seed + 10_000)
-        log.write(global_step, {"eval/return_mean": final["eval_return_mean"], "eval/return_std": final["eval_return_std"]})
-        summary.update(final)
-        summary.update(wall_time_s=time.time() - start_time, run_dir=run_dir)
-        write_json(os.path.join(run_dir, "summary.json"), summary)
-        print(f"{run_dir}: eval return {summary['eval_return_mean']:.2f} ± {summary['eval_return_std']:.2f}"
-              + (f", goals reached {summary['goal_reach_counts']}" if "goal_reach_counts" in summary else ""), file=sys.stderr)
-        return 130 if summary["interrupted"] else 0
-    finally:
-        stop.restore()
-        log.close()
-
-
-def write_json(path: str, data: dict) -> None:
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(temporary, path)
-
-
-def make_progress(total: int, initial: int):
-    """A tqdm bar on a terminal; None otherwise (then a plain line every --log-every steps)."""
-    if not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-
-
-def report_progress(progress, global_step: int, log_every: int, sps: float, last_return: float | None) -> None:
-    text = f"return {last_return:.1f}" if last_return is not None else "return n/a"
-    if progress is None:
-        print(f"step {global_step}  SPS {sps:.0f}  {text}", file=sys.stderr, flush=True)
-    else:
-        progress.update(global_step - progress.n)
-        progress.set_postfix_str(f"SPS {sps:.0f}  {text}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Entry point
-# ----------------------------------------------------------------------------------------------------------------
-def main(args: Args) -> None:
-    try:
-        status = train(args)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        status = 2
-    sys.exit(status)
+        saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
+    except (TypeError, KeyError):
+        raise UsageError(f"--eval-only {args.eval_only}: written by another version of {SCRIPT}.py (its settings "
+                         "differ from this one's); evaluate it with that version") from None
+    saved.eval_episodes, saved.goal_episodes, saved.seed, saved.device = (args.eval_episodes, args.goal_episodes,
+                                                                          args.seed, args.device)
+    saved.plot, saved.capture_video, saved.track, saved.resume = args.plot, args.capture_video, False, None
+    saved.eval_only = args.eval_only  # so that validate writes nothing: --eval-only creates no run directory
+    if args.eval_stochastic is not None:
+        saved.eval_stochastic = args.eval_stochastic
+    validate(saved)
+    device = resolve_device(saved.device)
+    observation_space, action_space = check_env(saved.env_id)
+    agent = Agent(saved, int(observation_space.shape[0]), action_space).to(device)
+    agent.load_state_dict(state["agent"])
+    summary: dict = {}
+    video_dir = str(Path(args.eval_only).resolve().parent / "videos") if args.capture_video else None
+    metrics = final_evaluation(agent, saved, summary, video_dir)
+    result = {"eval_return_mean": metrics["eval/return_mean"], "eval_return_std": metrics["eval/return_std"],
+              "global_step": state["global_step"], "checkpoint": args.eval_only, **summary}
+    print(json.dumps(result))
+    return {**result, "exit_code": EXIT_OK}
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    raise SystemExit(main(tyro.cli(Args)))

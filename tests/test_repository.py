@@ -85,3 +85,15 @@ def test_the_algorithm_comes_before_the_plumbing(script):
 def test_lines_are_at_most_120_characters(script):
     long = [number for number, line in enumerate((ROOT / script).read_text().splitlines(), 1) if len(line) > 120]
     assert not long, f"{script}: lines {long} are longer than 120 characters"
+
+
+def test_every_test_the_docs_name_exists():
+    defined = {path.name: set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+               for path in (ROOT / "tests").glob("test_*.py")}
+    everywhere = set().union(*defined.values())
+    for page in (ROOT / "docs").glob("*.md"):
+        text = page.read_text()
+        for file, name in re.findall(r"tests/(test_\w+\.py)::(test_\w+)", text):
+            assert name in defined.get(file, ()), f"docs/{page.name} names tests/{file}::{name}, which does not exist"
+        for name in re.findall(r"`(test_\w+)`", text):
+            assert name in everywhere, f"docs/{page.name} names {name}, which does not exist"

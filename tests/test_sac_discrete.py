@@ -114,7 +114,7 @@ def test_actor_loss_gradient_matches_finite_differences():
 
 
 def test_actor_loss_minimiser_is_the_boltzmann_policy_of_min_q():
-    """π* ∝ exp(min_i Q_i/α) (000 "Greedy Policy"): the actor gradient vanishes there and nowhere nearby."""
+    """π* ∝ exp(min_i Q_i/α) (DSAC-11): the actor gradient vanishes there and nowhere nearby."""
     _, q = tensors()
     alpha = torch.tensor(ALPHA, dtype=torch.float64)
     boltzmann_logits = (q.min(dim=0).values / alpha).requires_grad_(True)
@@ -301,7 +301,7 @@ def test_atari_frame_buffer_memory_at_default_buffer_size_fits_24_gib():
     small = sd.FrameReplayBuffer(1000, 1, (4, 84, 84), torch.device("cpu"))
     assert small.nbytes() == 1000 * per_slot
     default_bytes = sd.Args().buffer_size * per_slot
-    assert default_bytes / 2**30 < 7.0  # vs ~53 GiB when storing obs and next_obs stacks (NOTES pitfall 12)
+    assert default_bytes / 2**30 < 7.0  # vs ~53 GiB storing obs and next_obs stacks (docs/pitfalls.md#frame-once-replay)
 
 
 # ----------------------------------------------------------------------------------------------------------
