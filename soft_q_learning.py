@@ -105,8 +105,8 @@ class Args:
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add Σ log(1 − a²) to log p(a) in the SVGD gradient as softqlearning sql.py does (not in the paper); keeps
-    particles off the box edges"""
+    """add ∇_a Σ log(1 − a²) = −sinh(2u) to ∇_a log p in the SVGD step as softqlearning sql.py does (not in the paper);
+    keeps particles off the box edges"""
     eval_stochastic: bool | None = None
     """evaluate by sampling the policy instead of argmax Q / f_φ(s, 0) (default: True on MultiGoal, False elsewhere)"""
     goal_episodes: int = 50
@@ -352,11 +352,11 @@ def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) 
     return -(updated_actions * direction.detach()).sum(dim=(-2, -1)).mean()
 
 
-def squash_log_correction(actions: torch.Tensor) -> torch.Tensor:
-    """Σ_k log(1 − a_k²), which softqlearning sql.py adds to log p before differentiating w.r.t. a (not in the paper)
-    — (SQL-10). Computed from the squashed action as the authors do: the SVGD gradient is taken w.r.t. a, and the
-    clamp bounds it (its gradient is 0 for particles with |a| > 1 − 1e-6)."""
-    return torch.log1p(-actions.clamp(-1 + 1e-6, 1 - 1e-6) ** 2).sum(-1)
+def squash_correction_gradient(u: torch.Tensor) -> torch.Tensor:
+    """∇_a Σ_k log(1 − a_k²) at a = tanh(u): −2a/(1 − a²) = −sinh(2u), the term softqlearning sql.py adds to ∇_a log p
+    (not in the paper)  — (SQL-10). From the pre-tanh u it stays exact where 1 − a² has rounded to 0 (|u| > 9 in
+    float32), which a gradient through log(1 − a²) cannot do."""
+    return -torch.sinh(2.0 * u)
 
 
 @torch.no_grad()
@@ -410,17 +410,19 @@ class SamplingNetwork(nn.Module):
         self.action_dim = action_dim
         self.net = mlp(obs_dim + action_dim, hidden_sizes, action_dim)
 
-    def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, noise: torch.Tensor, squash: bool = True) -> torch.Tensor:
         if noise.dim() == obs.dim() + 1:  # K samples per state
             obs = obs.unsqueeze(-2).expand(*noise.shape[:-1], obs.shape[-1])
-        return torch.tanh(self.net(torch.cat([obs, noise], -1)))
+        u = self.net(torch.cat([obs, noise], -1))
+        return torch.tanh(u) if squash else u
 
     def sample(self, obs: torch.Tensor, num_samples: int | None = None, generator: torch.Generator | None = None,
-               deterministic: bool = False) -> torch.Tensor:
+               deterministic: bool = False, squash: bool = True) -> torch.Tensor:
+        """a = tanh(u) (or u itself with squash=False) for ξ ~ N(0, I), or ξ = 0 when deterministic."""
         shape = (*obs.shape[:-1], *(() if num_samples is None else (num_samples,)), self.action_dim)
         noise = (torch.zeros(shape, device=obs.device) if deterministic
                  else torch.randn(shape, device=obs.device, generator=generator))
-        return self(obs, noise)
+        return self(obs, noise, squash)
 
 
 class Agent(nn.Module):
@@ -575,12 +577,11 @@ class Learner:
         agent, args = self.agent, self.args
         # Drawing the fixed set without autograd saves half the backward pass; same distribution.
         with torch.no_grad():
-            fixed = agent.sampler.sample(obs, self.num_fixed)  # (B, K_fixed, d)
-        fixed.requires_grad_(True)
-        log_p = agent.q(obs, fixed) / args.alpha
+            u = agent.sampler.sample(obs, self.num_fixed, squash=False)  # (B, K_fixed, d), before the tanh
+        fixed = torch.tanh(u).requires_grad_(True)
+        grad_log_p = torch.autograd.grad(agent.q(obs, fixed).sum() / args.alpha, fixed)[0]
         if args.squash_correction:
-            log_p = log_p + squash_log_correction(fixed)
-        grad_log_p = torch.autograd.grad(log_p.sum(), fixed)[0]
+            grad_log_p = grad_log_p + squash_correction_gradient(u)
         # Drawn after the gradient above, so that under --compile the two graphs stay apart (one backward each).
         updated = agent.sampler.sample(obs, self.num_updated)  # (B, K_updated, d)
         direction = svgd_direction(fixed.detach(), grad_log_p, updated.detach(), args.kernel_min_bandwidth)

@@ -317,3 +317,14 @@ def test_compiled_update_equals_the_eager_update(discrete, float64_default, eage
     assert set(eager.state_dict()) == set(compiled.state_dict())
     torch.testing.assert_close(eager.state_dict(), compiled.state_dict(), rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(eager_metrics, compiled_metrics, rtol=1e-7, atol=1e-9)
+
+
+def test_squash_correction_gradient_is_exact_and_pushes_saturated_particles_inward():
+    u = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
+    a = torch.tanh(u).requires_grad_(True)
+    torch.log1p(-a**2).sum().backward()  # the gradient through log(1 - a²), exact in float64 away from saturation
+    torch.testing.assert_close(sql.squash_correction_gradient(u), a.grad)
+    # Saturated particles, where 1 - a² is 0 in float32: the push back into the box is finite and points inward.
+    saturated = torch.tensor([-12.0, -8.0, 8.0, 12.0])
+    push = sql.squash_correction_gradient(saturated)
+    assert torch.isfinite(push).all() and (push * saturated < 0).all() and push.abs().min() > 1e6
