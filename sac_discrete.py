@@ -491,6 +491,7 @@ class FrameReplayBuffer:
         self.valid = torch.zeros(shape, dtype=torch.float32, device=device)
         self.position = np.zeros(num_envs, dtype=np.int64)
         self.episode_step = np.zeros(num_envs, dtype=np.int64)
+        self.filled = 0  # slots ever written, in the stream that has written most: what a checkpoint must hold
         # Offsets back from the newest frame, oldest first: s_t = frames[t-3], ..., frames[t].
         self.offsets = torch.arange(self.stack - 1, -1, -1, device=device)
 
@@ -515,6 +516,7 @@ class FrameReplayBuffer:
         self.steps_into_episode[envs, next_t] = torch.as_tensor(np.minimum(self.episode_step + 1, cap),
                                                                 dtype=torch.uint8, device=self.device)
         done = np.asarray(done, dtype=bool)
+        self.filled = min(self.slots, max(self.filled, int(self.position.max()) + 2))
         self.position = (self.position + np.where(done, 2, 1)) % self.slots
         self.episode_step = np.where(done, 0, self.episode_step + 1)
 
@@ -533,13 +535,15 @@ class FrameReplayBuffer:
         return {name: getattr(self, name) for name in names}
 
     def state_dict(self) -> dict:
-        return {**{name: store.cpu() for name, store in self.stores().items()},
-                "position": torch.from_numpy(self.position.copy()),
+        """The slots written so far only."""
+        return {**{name: store[:, : self.filled].cpu() for name, store in self.stores().items()},
+                "filled": self.filled, "position": torch.from_numpy(self.position.copy()),
                 "episode_step": torch.from_numpy(self.episode_step.copy())}
 
     def load_state_dict(self, state: dict) -> None:
+        self.filled = state["filled"]
         for name, store in self.stores().items():
-            store.copy_(state[name])
+            store[:, : self.filled].copy_(state[name])
         self.position, self.episode_step = state["position"].numpy().copy(), state["episode_step"].numpy().copy()
 
     def start_new_episodes(self) -> None:

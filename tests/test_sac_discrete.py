@@ -279,7 +279,9 @@ def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
     summary = sd.train(args)
     checkpoint = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)  # tensors and plain values
     frames = checkpoint["buffer"]["frames"]
-    assert frames.dtype == torch.uint8 and frames.shape == (1, 5000, 36, 36)  # one frame per slot, not 2 stacks
+    # One 36x36 frame per slot, not two stacks of 4; only the slots written (3000 steps, one more per episode end).
+    assert frames.dtype == torch.uint8 and frames.shape[0] == 1 and frames.shape[2:] == (36, 36)
+    assert 3000 < frames.shape[1] < 5000
     assert checkpoint["agent"]["critic"]["encoder.0.weight"].shape[0] == 64  # grouped twin Nature CNN
     # An episode has 8 steps and a random policy scores 4; the CNN must have learned to read the frame.
     assert summary["eval_return_mean"] >= 7.0
@@ -454,6 +456,21 @@ def test_buffers_round_trip_through_a_weights_only_checkpoint(tmp_path):
         for ours, theirs in zip(expected, fresh.sample(32)):
             assert torch.equal(ours, theirs)
     assert np.array_equal(fresh.position, frames.position) and np.array_equal(fresh.episode_step, frames.episode_step)
+
+
+def test_a_saved_frame_buffer_holds_only_the_slots_written_so_far(tmp_path):
+    rng = np.random.default_rng(0)
+    buffer, fresh = (sd.FrameReplayBuffer(2000, 2, (4, 36, 36), torch.device("cpu")) for _ in range(2))
+    for step in range(10):
+        done = np.array([step == 4, False])  # the first stream skips a slot when its episode ends
+        frame_obs = rng.integers(0, 256, (2, 4, 36, 36), dtype=np.uint8)
+        buffer.add(frame_obs, rng.integers(0, 2, 2), rng.random(2), frame_obs, done, done)
+    state = buffer.state_dict()
+    assert state["frames"].shape[1] == 12  # 10 transitions, one skipped slot, one pending next frame
+    torch.save(state, tmp_path / "buffer.pt")
+    fresh.load_state_dict(torch.load(tmp_path / "buffer.pt", weights_only=True))
+    for name, store in buffer.stores().items():
+        assert torch.equal(store, getattr(fresh, name)), name
 
 
 def test_learns_cartpole_well_beyond_random(tmp_path):
