@@ -205,6 +205,7 @@ def test_checkpoints_that_are_missing_corrupt_or_foreign_are_refused(script, tmp
     (["--learning-starts", "5000", "--total-timesteps", "1000"], "--learning-starts"),
     (["--env-id", "NoSuchEnv-v0"], "--env-id"),
     (["--buffer-size", "10000000000"], "--buffer-size"),
+    (["--threads", "-1"], "--threads"),
 ])
 def test_bad_input_is_one_line_and_exit_2(script, flags, expected, tmp_path):
     assert_one_line_error(run(script, *flags, "--output-dir", tmp_path), expected)
