@@ -121,10 +121,11 @@ def test_ctrl_c_saves_a_checkpoint_and_the_summary_then_exits_130(script, tmp_pa
 def test_resume_continues_in_the_run_directory_with_the_checkpoints_settings(script, tmp_path):
     assert run(script, *TINY[script], "--output-dir", tmp_path, "--total-timesteps", "400").returncode == 0
     (run_dir,) = run_dirs(tmp_path)
+    (run_dir / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")  # left by a run killed while writing
     # Only the length changes: every other flag comes from the checkpoint, as the README's resume example says.
     completed = run(script, "--resume", run_dir / "checkpoint.pt", "--total-timesteps", "600")
     assert completed.returncode == 0, completed.stderr
-    assert run_dirs(tmp_path) == [run_dir]
+    assert run_dirs(tmp_path) == [run_dir] and not (run_dir / "checkpoint.pt.tmp").exists()
     assert json.loads((run_dir / "args.json").read_text())["batch_size"] == 32
     assert summary_of(tmp_path)["global_step"] == 600
     assert [e["global_step"] for e in events(run_dir) if "losses/qf_loss" in e][-1] == 600
@@ -225,6 +226,16 @@ def test_track_without_credentials_exits_2_instead_of_prompting(script, tmp_path
     pytest.importorskip("wandb")
     env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
     assert_one_line_error(run(script, *TINY[script], "--track", "--output-dir", tmp_path, env=env), "wandb login")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_track_that_cannot_reach_wandb_is_one_line_not_a_hang(script, tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()  # a wandb whose init fails as it does when its timeout runs out without a network
+    (shadow / "wandb.py").write_text("class Settings:\n    def __init__(self, **settings):\n        pass\n\n\n"
+                                     "def init(**kwargs):\n    raise TimeoutError('no network')\n")
+    env = {"PYTHONPATH": str(shadow), "WANDB_API_KEY": "x" * 40, "WANDB_MODE": ""}
+    assert_one_line_error(run(script, *TINY[script], "--track", "--output-dir", tmp_path, env=env), "--track")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
