@@ -82,6 +82,16 @@ REFERENCES: dict[tuple[str, str], list[dict]] = {
         {"value": 500, "steps": None, "short": "max return", "source": "maximum return of CartPole-v1 (500-step limit, gymnasium)",
          "url": "https://gymnasium.farama.org/environments/classic_control/cart_pole/"},
     ],
+    **{(algo, "Acrobot"): [
+        {"value": -100, "steps": None, "short": "solved threshold",
+         "source": "reward_threshold of gymnasium's Acrobot-v1 spec (500-step limit, -1 per step)",
+         "url": "https://gymnasium.farama.org/environments/classic_control/acrobot/"},
+    ] for algo in ("sac_discrete", "soft_q_learning")},
+    **{(algo, "LunarLander"): [
+        {"value": 200, "steps": None, "short": "solved threshold",
+         "source": "reward_threshold of gymnasium's LunarLander-v3 spec",
+         "url": "https://gymnasium.farama.org/environments/box2d/lunar_lander/"},
+    ] for algo in ("sac_discrete", "soft_q_learning")},
     ("sac_discrete", "Pong"): [
         {"value": -20.98, "std": 0.0, "steps": 100_000, "short": "Christodoulou 2019", "source": "Christodoulou 2019, *Soft Actor-Critic for Discrete Action Settings*, Table (Atari 100k)",
          "url": "https://arxiv.org/abs/1910.07207"},
