@@ -358,3 +358,14 @@ def test_multigoal_final_return_counts_seeds_that_reach_every_goal():
     assert report_module.final_return_text(result) == "-200 ± 8; all 4 goals on 2/3 seeds (rarest goal: 0 episodes)"
     reference = report_module.references_for({"algo": "soft_q_learning", "env_id": "MultiGoal"})[0]
     assert report_module.reference_text(reference, link=False) == "all 4 goals (SQL paper Fig. 2)"
+
+
+def test_update_profile_counts_the_matrix_product_flops_of_one_update_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import update_profile
+
+    # obs 1, action 1, batch 1, one hidden layer of 2: actor 1->2->2 has 6 multiply-adds, a critic 2->2->1 has 6.
+    # Forward only: next action (6) and both target critics (12); trained (forward + 2x backward): both critics (12),
+    # the actor (6), both critics on fresh actions (12). Two FLOPs per multiply-add.
+    expected = 2 * (6 + 12) + 2 * 3 * (12 + 6 + 12)
+    assert update_profile.matmul_flops(1, 1, 1, (2,)) == expected
