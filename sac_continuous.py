@@ -202,6 +202,8 @@ def soft_q_target_v1(reward, terminated, next_v_target, gamma):
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q = Σ_i E[½(Q_i(s,a) − y)²] over the twin critics  — (SAC-8); 2018a, Eq. 7; 2018b, Eq. 5.
     q: (2, B), target: (B,)."""
+    # A (B, 1) target would broadcast to (2, B, B) without an error: docs/pitfalls.md#silent-broadcasting.
+    assert target.shape == q.shape[1:], f"target {tuple(target.shape)} against Q {tuple(q.shape)}"
     return 0.5 * ((q - target) ** 2).mean(dim=1).sum()
 
 
@@ -213,12 +215,14 @@ def value_target(q_new: torch.Tensor, log_prob: torch.Tensor, alpha) -> torch.Te
 
 def value_loss(v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_V(ψ) = E_s[½(V_ψ(s) − target)²]  — (SAC-6); 2018a, Eq. 5 with α kept (dropping it assumes α = 1)."""
+    assert v.shape == target.shape, f"V {tuple(v.shape)} against its target {tuple(target.shape)}"
     return 0.5 * ((v - target) ** 2).mean()
 
 
 def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tensor:
     """J_π(φ) = E_{s,ε}[α log π(ã|s) − min_i Q_i(s, ã)], ã = tanh(μ + σε) reparameterized  — (SAC-10);
     2018b, Eq. 9."""
+    assert log_prob.shape == q_new.shape[1:], f"log π {tuple(log_prob.shape)} against Q {tuple(q_new.shape)}"
     return (alpha * log_prob - q_new.min(dim=0).values).mean()
 
 

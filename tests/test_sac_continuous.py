@@ -115,6 +115,12 @@ def test_losses_refuse_silent_broadcasting():
     q, target = torch.zeros(2, 5), torch.zeros(5)
     assert sac.critic_loss(q, target).shape == ()
     assert sac.soft_q_target_v2(torch.zeros(5), torch.zeros(5), q, torch.zeros(5), 0.1, 0.9).shape == (5,)
+    with pytest.raises(AssertionError):
+        sac.critic_loss(q, target.unsqueeze(1))
+    with pytest.raises(AssertionError):
+        sac.actor_loss(torch.zeros(5, 1), q, 0.1)
+    with pytest.raises(AssertionError):
+        sac.value_loss(torch.zeros(5, 1), target)
 
 
 @pytest.mark.parametrize("log_prob, direction", [(3.0, +1), (0.0, -1)])
