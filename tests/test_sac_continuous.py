@@ -475,3 +475,10 @@ def test_policy_regularization_is_the_original_v1_penalty():
     args = sac.Args(variant="v1")
     sac.validate(args)
     assert args.autotune is False  # SAC v1 keeps alpha fixed whatever --autotune says
+
+
+def test_autotune_is_a_plain_on_off_flag_like_in_the_other_scripts():
+    import tyro
+
+    assert tyro.cli(sac.Args, args=["--no-autotune"]).autotune is False
+    assert tyro.cli(sac.Args, args=["--autotune"]).autotune is True

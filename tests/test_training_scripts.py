@@ -85,6 +85,7 @@ def test_a_run_leaves_its_files_and_the_same_seed_gives_the_same_metrics(script,
     loss_steps = [e["global_step"] for e in events(first, drop_time=False) if "charts/SPS" in e]
     assert loss_steps == [100, 200, 300, 400, 500, 600]
     assert str(second) in completed.stderr  # the closing line names the run directory
+    assert "learning not started" in completed.stderr and "SPS 0," not in completed.stderr  # not a broken-looking 0
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
