@@ -92,6 +92,14 @@ REFERENCES: dict[tuple[str, str], list[dict]] = {
          "source": "reward_threshold of gymnasium's LunarLander-v3 spec",
          "url": "https://gymnasium.farama.org/environments/box2d/lunar_lander/"},
     ] for algo in ("sac_discrete", "soft_q_learning")},
+    # Christodoulou 2019, Table 1 (100k agent steps): the games where discrete SAC beats a random policy clearly.
+    **{("sac_discrete", game): [
+        {"value": value, "steps": 100_000, "short": "Christodoulou 2019",
+         "source": f"Christodoulou 2019, *Soft Actor-Critic for Discrete Action Settings*, Table 1, SAC at 100k steps "
+                   f"(a random policy scores {random_score} in the usual Atari tables)", "url": "https://arxiv.org/abs/1910.07207"},
+    ] for game, value, random_score in [("Seaquest", 211.6, 68.4), ("MsPacman", 690.9, 307.3),
+                                        ("RoadRunner", 305.3, 11.5), ("BattleZone", 4386.7, 2360.0),
+                                        ("Assault", 350.0, 222.4), ("Breakout", 0.7, 1.7)]},
     ("sac_discrete", "Pong"): [
         {"value": -20.98, "std": 0.0, "steps": 100_000, "short": "Christodoulou 2019", "source": "Christodoulou 2019, *Soft Actor-Critic for Discrete Action Settings*, Table (Atari 100k)",
          "url": "https://arxiv.org/abs/1910.07207"},
@@ -119,8 +127,8 @@ def load_results(results_dir: Path) -> list[dict]:
 
 
 def env_name(env_id: str) -> str:
-    """`ALE/Pong-v5` -> `Pong`, `Hopper-v5` -> `Hopper`."""
-    return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+    """`ALE/Pong-v5` -> `Pong`, `PongNoFrameskip-v4` -> `Pong`, `Hopper-v5` -> `Hopper`."""
+    return re.sub(r"(NoFrameskip)?-v\d+$", "", env_id.split("/")[-1])
 
 
 def references_for(result: dict) -> list[dict]:
