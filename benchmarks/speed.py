@@ -35,6 +35,7 @@ TASKS = [
         ("baseline: straightforward SAC v2", HERE / "sac_straightforward.py", []),
         ("sac_continuous v2", REPO / "sac_continuous.py", ["--variant", "v2"]),
         ("sac_continuous v2 --compile", REPO / "sac_continuous.py", ["--variant", "v2", COMPILE]),
+        ("sac_continuous v2 --threads 2", REPO / "sac_continuous.py", ["--variant", "v2", "--threads", "2"]),
         ("sac_continuous v1", REPO / "sac_continuous.py", ["--variant", "v1"]),
         ("sac_continuous v1 --compile", REPO / "sac_continuous.py", ["--variant", "v1", COMPILE]),
         ("soft_q_learning (SVGD sampler)", REPO / "soft_q_learning.py", []),
