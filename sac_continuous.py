@@ -227,22 +227,22 @@ def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tens
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """J(α) = E_{a~π}[−α(log π(a|s) + H̄)]  — (SAC-11); 2018b, Eq. 18; written as (SAC-12), log α in place of α:
-    the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
+    """J(α) = E_{a~π}[−α(log π(a|s) + H̄)]  — (SAC-11); 2018b, Eq. 18; written as (SAC-12), log α in place of
+    α: the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
     softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
     estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
 def policy_regularization_loss(mean: torch.Tensor, log_std: torch.Tensor, weight: float) -> torch.Tensor:
-    """weight · ½(E[μ²] + E[(log σ)²]): the original SAC v1 code's penalty that keeps the pre-tanh Gaussian near the
-    origin (haarnoja/sac; not in the papers' equations). Off by default."""
+    """weight · ½(E[μ²] + E[(log σ)²]): the original SAC v1 code's penalty that keeps the pre-tanh Gaussian near
+    the origin (haarnoja/sac; not in the papers' equations). Off by default."""
     return weight * 0.5 * ((mean**2).mean() + (log_std**2).mean())
 
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ̄ ← τθ + (1 − τ)θ̄  — (SAC-13); 2018b, Algorithm 1. One fused call over all tensors, not a Python loop."""
+    """θ̄ ← τθ + (1 − τ)θ̄  — (SAC-13); 2018b, Algorithm 1. One fused call over all tensors, not a loop."""
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 

@@ -9,8 +9,8 @@ Papers
 Theory: docs/sac_discrete.md (equations DSAC-1 ... DSAC-11). Implementation traps: docs/pitfalls.md.
 
 What changes from continuous SAC: the policy is a categorical distribution over |A| actions and each critic outputs
-Q(s,·) for all actions at once, so every expectation over actions is an exact sum, π(·|s)ᵀ[...], with no sampling and
-no reparameterization. Observations are detected from the observation space: a flat vector gets an MLP; 2-D uint8
+Q(s,·) for all actions at once, so every expectation over actions is an exact sum, π(·|s)ᵀ[...], with no sampling
+and no reparameterization. Observations are detected from the observation space: a flat vector gets an MLP; 2-D uint8
 frames (Atari `ALE/...` ids after the standard preprocessing, or any environment emitting grayscale frames) get the
 Nature CNN, stacked frames, and a replay buffer that stores each uint8 frame once.
 Read top to bottom: the settings, the environments, the math, the networks, the replay buffers, one gradient step, the
@@ -285,8 +285,8 @@ def soft_state_value(next_probs: torch.Tensor, next_log_probs: torch.Tensor, nex
 
 def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor,
                   gamma: float) -> torch.Tensor:
-    """y = r + γ(1 − d) V(s') (DSAC-4); 2018b, Eq. 5 plus the done mask it omits. d is `terminated` only: a time-limit
-    truncation is not part of the MDP, so it bootstraps (docs/pitfalls.md#truncation-vs-termination)."""
+    """y = r + γ(1 − d) V(s') (DSAC-4); 2018b, Eq. 5 plus the done mask it omits. d is `terminated` only: a
+    time-limit truncation is not part of the MDP, so it bootstraps (docs/pitfalls.md#truncation-vs-termination)."""
     return reward + gamma * (1.0 - terminated) * next_value
 
 
@@ -300,16 +300,16 @@ def critic_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "mse") 
 
 
 def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Alg. 1, which writes the
-    objective to maximise, π(s)ᵀ[Q − α log π]; this is its negative. q: (2, B, |A|), treated as a constant."""
+    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Alg. 1, which
+    writes the objective to maximise, π(s)ᵀ[Q − α log π]; this is its negative. q: (2, B, |A|), a constant."""
     return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
 
 
 def temperature_loss(probs: torch.Tensor, log_probs: torch.Tensor, log_alpha: torch.Tensor,
                      target_entropy: float) -> torch.Tensor:
-    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-7); Christodoulou 2019, Alg. 1; 2018b, Eq. 18. A function of α
-    alone: its gradient in log α is −α(H̄ − H(π)), so α grows while the entropy is below the target and shrinks above.
-    log α is optimised so that α stays positive (docs/pitfalls.md#temperature-log-alpha)."""
+    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-7); Christodoulou 2019, Alg. 1; 2018b, Eq. 18.
+    A function of α alone: its gradient in log α is −α(H̄ − H(π)), so α grows while the entropy is below the
+    target and shrinks above. log α is optimised so that α stays positive (docs/pitfalls.md#temperature-log-alpha)."""
     return (probs.detach() * (-log_alpha.exp() * (log_probs.detach() + target_entropy))).sum(-1).mean()
 
 
@@ -387,8 +387,8 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|) (DSAC-3);
-    Christodoulou 2019, Alg. 1."""
+    """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|)
+    (DSAC-3); Christodoulou 2019, Alg. 1."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
@@ -749,8 +749,8 @@ def train(args: Args) -> dict:
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------------
 def play(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, device: torch.device) -> list[float]:
-    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-10), else a ~ π(·|s). Sampling uses its
-    own generator, so evaluating never changes the training random stream."""
+    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-10), else a ~ π(·|s). Sampling uses
+    its own generator, so evaluating never changes the training random stream."""
     generator = torch.Generator(device=device).manual_seed(seed)
     returns = []
     obs, _ = env.reset(seed=seed)

@@ -194,8 +194,8 @@ def soft_max_value(Q: np.ndarray, alpha: float) -> np.ndarray:
 
 def soft_value_iteration(mdp: FiniteMDP, alpha: float, gamma: float, tol: float,
                          max_sweeps: int) -> tuple[np.ndarray, int]:
-    """Q <- r + gamma P V*(Q) until ||Q_{k+1} - Q_k||_inf < tol; the reference Q* the iteration must reach  — (SPI-10);
-    2017, Thm. 3."""
+    """Q <- r + gamma P V*(Q) until ||Q_{k+1} - Q_k||_inf < tol; the reference Q* the iteration must reach  —
+    (SPI-10); 2017, Thm. 3."""
     Q = np.zeros_like(mdp.R)
     for sweep in range(1, max_sweeps + 1):
         Q_next = mdp.R + gamma * mdp.P @ soft_max_value(Q, alpha)

@@ -13,7 +13,7 @@ There is no actor loss: only a soft Bellman backup for Q and a way to sample fro
 Discrete actions (chosen automatically for a Discrete action space): the soft value is exact,
     V(s) = α log Σ_a exp(Q(s,a)/α),   π(·|s) = softmax(Q(s,·)/α),   Q(s,a) ← r + γ (1 − d) V̄(s').
 Continuous actions (a Box action space; the paper's algorithm):
-    V(s) = α [log (1/M) Σ_j exp(Q(s,a_j)/α) / q(a_j)],  a_j ~ q = uniform on [−1, 1]^d  (importance sampling, SQL-4)
+    V(s) = α [log (1/M) Σ_j exp(Q(s,a_j)/α) / q(a_j)],  a_j ~ q = uniform on [−1, 1]^d  (SQL-4)
     a sampling network a = f_φ(s, ξ), ξ ~ N(0, I), trained by amortized Stein variational gradient descent towards
     exp(Q(s,·)/α) (SQL-8, SQL-9).
 The temperature appears twice: `--alpha` divides Q, `--reward-scale` multiplies rewards. The paper fixes α = 1 and
@@ -107,8 +107,8 @@ class Args:
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add ∇_a Σ log(1 − a²) = −sinh(2u) to ∇_a log p in the SVGD step as softqlearning sql.py does (not in the paper);
-    keeps particles off the box edges"""
+    """add ∇_a Σ log(1 − a²) = −sinh(2u) to ∇_a log p in the SVGD step as softqlearning sql.py does (not in
+    the paper); keeps particles off the box edges"""
     eval_stochastic: bool | None = None
     """evaluate by sampling the policy instead of argmax Q / f_φ(s, 0) (default: True on MultiGoal, False elsewhere)"""
     goal_episodes: int = 50
@@ -163,8 +163,8 @@ class MultiGoalEnv(gym.Env):
     """The multi-goal environment of 2017, §6.1 (softqlearning/environments/multigoal.py)  — (SQL-12).
 
     State: position in [−7, 7]². Action: velocity in [−1, 1]² (clipped). position ← clip(position + action).
-    Reward: −(30 ‖a‖² + min_g ‖position − g‖²), computed at the new position, plus 10 and termination when the new
-    position is within distance 1 of a goal. Goals (5, 0), (−5, 0), (0, 5), (0, −5), in this order in
+    Reward: −(30 ‖a‖² + min_g ‖position − g‖²), computed at the new position, plus 10 and termination when
+    the new position is within distance 1 of a goal. Goals (5, 0), (−5, 0), (0, 5), (0, −5), in this order in
     `info["goal"]` and in `goal_reach_counts`. Start ~ N(0, 0.1² I). Episodes are cut at 30 steps by make_env
     (softqlearning multigoal_sql.py: max_path_length=30).
     """
@@ -272,12 +272,14 @@ def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 # The math: each equation of docs/soft_q_learning.md as a function of tensors.
 # ----------------------------------------------------------------------------------------------------------------------
 def discrete_soft_value(q: torch.Tensor, alpha: float) -> torch.Tensor:
-    """V(s) = α log Σ_a exp(Q(s,a)/α) over the last axis (logsumexp); → max_a Q as α → 0  — (SQL-2); 2017, Thm. 1."""
+    """V(s) = α log Σ_a exp(Q(s,a)/α) over the last axis (logsumexp); → max_a Q as α → 0  — (SQL-2); 2017,
+    Thm. 1."""
     return alpha * torch.logsumexp(q / alpha, dim=-1)
 
 
 def boltzmann_logits(q: torch.Tensor, alpha: float) -> torch.Tensor:
-    """log π(a|s) up to a constant: π(·|s) = softmax(Q(s,·)/α) = exp((Q(s,·) − V(s))/α)  — (SQL-1); 2017, Thm. 1."""
+    """log π(a|s) up to a constant: π(·|s) = softmax(Q(s,·)/α) = exp((Q(s,·) − V(s))/α)  — (SQL-1); 2017,
+    Thm. 1."""
     return q / alpha
 
 
@@ -295,7 +297,7 @@ def uniform_log_density(action_dim: int) -> float:
 
 def importance_sampled_soft_value(q_samples: torch.Tensor, alpha: float,
                                   log_proposal: torch.Tensor | float) -> torch.Tensor:
-    """V(s) ≈ α [logsumexp_j (Q(s,a_j)/α − log q(a_j)) − log M], a_j ~ q; q_samples has shape (..., M)  — (SQL-4);
+    """V(s) ≈ α [logsumexp_j (Q(s,a_j)/α − log q(a_j)) − log M], a_j ~ q; q_samples: (..., M)  — (SQL-4);
     2017, Eq. 10. It estimates α log ∫ exp(Q(s,a)/α) da; with the uniform proposal −log q(a) = d log 2 is the
     `+ action_dim * log 2` of softqlearning sql.py."""
     num_samples = q_samples.shape[-1]
@@ -304,8 +306,8 @@ def importance_sampled_soft_value(q_samples: torch.Tensor, alpha: float,
 
 def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor,
                   gamma: float) -> torch.Tensor:
-    """y = r + γ (1 − d) V̄(s')  — (SQL-5); 2017, Eq. 11 plus the done mask it omits. d is termination only: a time
-    limit bootstraps (docs/pitfalls.md#truncation-vs-termination)."""
+    """y = r + γ (1 − d) V̄(s')  — (SQL-5); 2017, Eq. 11 plus the done mask it omits. d is termination only: a
+    time limit bootstraps (docs/pitfalls.md#truncation-vs-termination)."""
     return reward + gamma * (1.0 - terminated) * next_value
 
 
@@ -316,8 +318,8 @@ def soft_bellman_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def rbf_kernel(xs: torch.Tensor, ys: torch.Tensor, min_bandwidth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """κ(x, y) = exp(−‖x − y‖² / h) and ∇_x κ(x, y) = −2 (x − y) κ / h for xs (..., Kx, D), ys (..., Ky, D)  — (SQL-7);
-    Liu & Wang 2016, §5.
+    """κ(x, y) = exp(−‖x − y‖² / h), ∇_x κ = −2 (x − y) κ / h  — (SQL-7); Liu & Wang 2016, §5.
+    xs: (..., Kx, D), ys: (..., Ky, D).
 
     Returns kappa (..., Kx, Ky) and its gradient w.r.t. xs (..., Kx, Ky, D). Median heuristic (as softqlearning
     kernel.py): h = median of the Kx·Ky squared distances / log Kx, floored at min_bandwidth and treated as a
@@ -347,7 +349,8 @@ def svgd_direction(fixed: torch.Tensor, grad_log_p: torch.Tensor, updated: torch
 
 
 def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-9); 2017, Eq. 14.
+    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-9); 2017,
+    Eq. 14.
 
     Its gradient is −Σ_i (∂f_φ/∂φ)ᵀ Δa_i: the network moves its samples along the Stein direction.
     """
@@ -355,9 +358,9 @@ def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) 
 
 
 def squash_correction_gradient(u: torch.Tensor) -> torch.Tensor:
-    """∇_a Σ_k log(1 − a_k²) at a = tanh(u): −2a/(1 − a²) = −sinh(2u), the term softqlearning sql.py adds to ∇_a log p
-    (not in the paper)  — (SQL-10). From the pre-tanh u it stays exact where 1 − a² has rounded to 0 (|u| > 9 in
-    float32), which a gradient through log(1 − a²) cannot do."""
+    """∇_a Σ_k log(1 − a_k²) at a = tanh(u): −2a/(1 − a²) = −sinh(2u), the term softqlearning sql.py
+    adds to ∇_a log p (not in the paper)  — (SQL-10). From the pre-tanh u it stays exact where 1 − a² has
+    rounded to 0 (|u| > 9 in float32), which a gradient through log(1 − a²) cannot do."""
     return -torch.sinh(2.0 * u)
 
 
