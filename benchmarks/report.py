@@ -179,7 +179,8 @@ def commit_text(git: dict | None) -> str:
     """Short commit the run started from; `*` when the working tree had uncommitted changes."""
     if not git or not git.get("commit"):
         return "n/a"
-    return git["commit"][:7] + ("*" if git.get("dirty") else "")
+    commits = git.get("commits") or [git["commit"]]  # seeds added later with run.py --merge
+    return " + ".join(commit[:7] for commit in commits if commit) + ("*" if git.get("dirty") else "")
 
 
 def reference_text(reference: dict | None, link: bool = True) -> str:

@@ -10,7 +10,9 @@ Each seed runs `{script-dir}/{algo}.py` as a subprocess with its own `--output-d
 reads the run's `summary.json` and `metrics.jsonl` (the interface every training script shares,
 see ../README.md) and writes `benchmarks/results/{algo}[-{variant}]__{env}.json` with per-seed
 evaluation curves, final returns, speed, wall time, the exact commands, the git commit and the
-machine. A seed that fails is recorded with its exit code and the end of its stderr.
+machine. A seed that fails is recorded with its exit code and the end of its stderr. With `--merge` the seeds
+join those already in the result file, when the file was made with the same flags and the same committed content
+of the script (so one benchmark can span several sessions); each seed keeps the commit it ran on.
 
 `soft_policy_iteration_tabular.py` is not a training script: it is run once per seed with
 `--seed S --env ENV --output-json PATH`, and the JSON it writes is stored as is.
@@ -121,12 +123,13 @@ def git_info(script: Path) -> dict:
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "script_blob": None}
+    blob = git("rev-parse", f"HEAD:./{script.name}")  # the script's own content: what --merge compares
     tracked = git("status", "--porcelain", "--untracked-files=no")
     this_script = git("status", "--porcelain", "--untracked-files=all", "--", script.name)  # e.g. not committed yet
     if tracked is None or this_script is None:
-        return {"commit": commit, "dirty": None}
-    return {"commit": commit, "dirty": bool(tracked or this_script)}
+        return {"commit": commit, "dirty": None, "script_blob": blob}
+    return {"commit": commit, "dirty": bool(tracked or this_script), "script_blob": blob}
 
 
 def cpu_model() -> str:
@@ -384,12 +387,15 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
               file=sys.stderr)
         return False
 
+    git = git_info(script)  # the code as it was when the seeds started, not when they ended
+    path = Path(options.results_dir) / f"{stem}.json"
+    earlier = json.loads(path.read_text()) if options.merge and path.exists() else None  # checked by main()
+
     env = dict(os.environ)
     if options.jobs > 1 and "OMP_NUM_THREADS" not in env:
         # Parallel seeds would otherwise each grab every core and slow one another down.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // options.jobs))
     device = flag_value(extra, "--device") or "auto"
-    git = git_info(script)  # the code as it was when the seeds started, not when they ended
     started = datetime.datetime.now(datetime.timezone.utc)
     wall_start = time.perf_counter()
     records: dict[int, dict] = {}
@@ -419,7 +425,19 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
                     records[record["seed"]] = record
                     print(seed_line(record, algo), flush=True)
 
+    for record in records.values():
+        record["git_commit"] = git["commit"]
     ordered = [records[seed] for seed in seeds if seed in records]
+    this_run = {"date": started.isoformat(timespec="seconds"), "commit": git["commit"],
+                "seeds": [record["seed"] for record in ordered], "runner_command": shlex.join([sys.executable, *sys.argv])}
+    runs = [this_run]
+    if earlier is not None:  # keep the seeds of earlier runs that this one did not redo
+        kept = [record for record in earlier["seeds"] if record["seed"] not in records]
+        ordered = sorted(kept + ordered, key=lambda record: record["seed"])
+        seeds = sorted(set(earlier["seeds_requested"]) | set(seeds))
+        runs = earlier.get("runs", [{"date": earlier["date"], "commit": earlier["git"]["commit"],
+                                     "seeds": [record["seed"] for record in earlier["seeds"]],
+                                     "runner_command": earlier["runner_command"]}]) + runs
     kind = "tabular" if algo == TABULAR_ALGO else "training"
     result = {
         "schema_version": 1,
@@ -440,16 +458,16 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
         "jobs": options.jobs,
         "omp_num_threads": env.get("OMP_NUM_THREADS"),
         "runner_command": shlex.join([sys.executable, *sys.argv]),
-        "date": started.isoformat(timespec="seconds"),
-        "runner_wall_time_s": round(time.perf_counter() - wall_start, 3),
-        "git": git,
+        "date": runs[0]["date"],
+        "runs": runs,
+        "runner_wall_time_s": round(time.perf_counter() - wall_start, 3)
+        + (earlier.get("runner_wall_time_s", 0.0) if earlier is not None else 0.0),
+        "git": {**git, "commits": list(dict.fromkeys(run["commit"] for run in runs))},
         "versions": dict(package_versions(options.python)),
         "machine": machine_info(),
         "device": dict(resolve_device(device, options.python)) if kind == "training" else {"requested": None, "device": "cpu", "gpu": None},
     }
-    results_dir = Path(options.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(temporary, path)
@@ -461,6 +479,29 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
     if interrupted:
         raise KeyboardInterrupt
     return summary["seeds_failed"] == 0
+
+
+def merge_problem(entry: dict, options: argparse.Namespace) -> str | None:
+    """Why the seeds of `entry` cannot join those of its existing result file (None when they can, or when there is
+    none): same script, flags and budget, and the same committed content of the script, so that one benchmark may
+    span sessions without the code changing under it."""
+    algo, env_id, total_timesteps, extra = entry["algo"], entry["env_id"], entry.get("total_timesteps"), entry["extra"]
+    path = Path(options.results_dir) / f"{result_stem(algo, env_id, extra, entry.get('tag'))}.json"
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    git = git_info(Path(options.script_dir).resolve() / f"{algo}.py")
+    if (earlier.get("algo"), earlier.get("env_id")) != (algo, env_id):
+        return f"{path} holds {earlier.get('algo')} on {earlier.get('env_id')}"
+    if earlier.get("extra_args") != extra or earlier.get("total_timesteps_requested") != total_timesteps:
+        flags, steps = shlex.join(earlier.get("extra_args", [])), earlier.get("total_timesteps_requested")
+        return f"{path} was run with other flags or budget: {flags!r}, {steps} steps"
+    before = earlier.get("git") or {}
+    if git.get("dirty") or before.get("dirty") or not git.get("script_blob"):
+        return f"{path} or this run has uncommitted changes: run from a clean clone"
+    if before.get("script_blob") != git["script_blob"]:
+        return f"{path} was made with another version of {algo}.py (commit {str(before.get('commit'))[:7]})"
+    return None
 
 
 # ----------------------------------------------------------------------------- command line
@@ -481,6 +522,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time (default 1: timings stay clean)")
     parser.add_argument("--suite", choices=sorted(SUITES), help="run a preset list of benchmarks (see SUITES in run.py)")
     parser.add_argument("--tag", help="file name suffix instead of the variant: results/{algo}-{tag}__{env}.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these seeds to an existing result file made with the same script content and flags")
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     parser.add_argument("--timeout", type=float, help="seconds before a seed is stopped with SIGTERM (default none)")
     parser.add_argument("--script-dir", default=str(REPO_ROOT), help="folder holding the scripts (default: repo root)")
@@ -531,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     if not entries:
         print(f"nothing in suite {options.suite!r} matches --algo {options.algo} --env-id {options.env_id}", file=sys.stderr)
         return 2
+    for entry in entries if options.merge else []:
+        problem = merge_problem(entry, options)
+        if problem:
+            print(f"error: --merge: {problem}", file=sys.stderr)
+            return 2
     if not options.dry_run:
         print(f"work dir: {options.work_dir}", flush=True)
     stop = threading.Event()

@@ -150,7 +150,7 @@ def test_runner_records_every_seed_with_curves_speed_and_provenance(benchmark_ru
     assert result["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert result["machine"]["cpu"] and result["machine"]["cpu_count"] >= 1
     assert result["device"]["device"] == "cpu"
-    assert set(result["git"]) == {"commit", "dirty"}
+    assert set(result["git"]) == {"commit", "dirty", "script_blob", "commits"} and not result["git"]["dirty"]
     assert re.match(r"\d{4}-\d\d-\d\dT", result["date"])
     assert "--fail-seed 2" in result["runner_command"]
 
@@ -216,6 +216,39 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
 
     summary_rows = [line for line in summary.read_text().splitlines() if line.startswith("| `")]
     assert len(summary_rows) == 2  # one row per result file
+
+
+def test_merge_adds_seeds_only_from_the_same_script_content_and_flags(tmp_path):
+    """A benchmark split over sessions: seeds 1 2, then seed 3 with --merge, give one file with three seeds and both
+    runs; other flags or another version of the script are refused with status 2 and leave the file as it was."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    script = scripts / "sac_continuous.py"
+    script.write_text(FAKE_TRAINING_SCRIPT)
+    git = ["git", "-C", str(scripts), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "fake script"]):
+        subprocess.run(git + command, check=True, capture_output=True)
+    results = tmp_path / "results"
+    common = ["--algo", "sac_continuous", "--env-id", "Pendulum-v1", "--total-timesteps", 500, "--script-dir", scripts,
+              "--results-dir", results, "--work-dir", tmp_path / "work"]
+    assert run_tool(RUN, *common, "--seeds", 1, 2, "--", "--variant", "v1").returncode == 0
+    path = results / "sac_continuous-v1__Pendulum-v1.json"
+    done = run_tool(RUN, *common, "--seeds", 3, "--merge", "--", "--variant", "v1")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(path.read_text())
+    assert [seed["seed"] for seed in result["seeds"]] == [1, 2, 3]
+    assert result["seeds_requested"] == [1, 2, 3] and [run["seeds"] for run in result["runs"]] == [[1, 2], [3]]
+    assert result["aggregate"]["final_eval_return"]["mean"] == pytest.approx(500 / 10 + 2)  # seeds 1, 2, 3
+    assert result["seeds"][2]["git_commit"] == result["git"]["commit"]
+
+    before = path.read_text()
+    other_flags = run_tool(RUN, *common, "--seeds", 4, "--merge", "--", "--variant", "v1", "--device", "cpu")
+    assert other_flags.returncode == 2 and "other flags" in other_flags.stderr
+    script.write_text(FAKE_TRAINING_SCRIPT + "\n# changed\n")
+    subprocess.run(git + ["commit", "-q", "-am", "changed"], check=True, capture_output=True)
+    other_script = run_tool(RUN, *common, "--seeds", 4, "--merge", "--", "--variant", "v1")
+    assert other_script.returncode == 2 and "another version" in other_script.stderr
+    assert path.read_text() == before
 
 
 def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
