@@ -382,6 +382,7 @@ def plot_overview(results: list[dict], path: Path) -> bool:
 def training_row(result: dict, plot_link: str | None) -> list[str]:
     references = references_for(result)
     wall = stats_of(result, "wall_time_s")
+    memory = stats_of(result, "peak_rss_mb")
     device = (result.get("device") or {}).get("device") or "n/a"
     env_cell = result.get("env_id", "n/a") + (f" ([plot]({plot_link}))" if plot_link else "")
     return [
@@ -392,6 +393,7 @@ def training_row(result: dict, plot_link: str | None) -> list[str]:
         final_return_text(result),
         mean_std(stats_of(result, "train_sps")),
         duration(wall["mean"] if wall else None),
+        f"{memory['max'] / 1024:.2f} GiB" if memory else "n/a",
         device,
         commit_text(result.get("git")),
         (result.get("date") or "n/a")[:10],
@@ -427,7 +429,9 @@ def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path,
         "",
         "Final return: deterministic evaluation at the end of training (`eval_return_mean` of `summary.json`),",
         "mean ± standard deviation over seeds. SPS: environment steps per second during learning.",
-        "Wall time: per seed, measured by the runner around the process. References use older",
+        "Wall time: per seed, measured by the runner around the process. Peak memory: the largest resident set",
+        "of one seed's process (read by the runner from /proc; n/a for results recorded before it did).",
+        "References use older",
         "environment versions and other evaluation protocols: orders of magnitude, not exact targets.",
         "",
     ]
@@ -438,7 +442,7 @@ def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path,
     training = [r for r in results if r.get("kind", "training") == "training"]
     tabular = [r for r in results if r.get("kind") == "tabular"]
     header = ["Environment", "Variant", "Seeds ok", "Steps", "Final return", "SPS", "Wall time / seed",
-              "Device", "Commit", "Date", "Reference"]
+              "Peak memory", "Device", "Commit", "Date", "Reference"]
     for script in sorted({r.get("script") or f"{r.get('algo')}.py" for r in training}):
         rows = [r for r in training if (r.get("script") or f"{r.get('algo')}.py") == script]
         rows.sort(key=lambda r: (r.get("env_id", ""), label(r)))

@@ -82,6 +82,7 @@ SUITES: dict[str, list[dict]] = {
 }
 
 STDERR_TAIL_LINES = 30
+MEMORY_POLL_S = 5.0  # how often a running seed's peak resident memory is read
 RUNNING: set[subprocess.Popen] = set()  # seeds running now, stopped with SIGTERM when the runner gets one
 RUNNING_LOCK = threading.Lock()
 VERSIONED_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "tyro", "ale-py")
@@ -245,6 +246,33 @@ def build_command(python: str, script: Path, algo: str, env_id: str, seed: int,
     return command + extra
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of a running process so far (VmHWM; Linux only, else None)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def wait_recording_memory(process: subprocess.Popen, timeout: float | None, record: dict) -> int:
+    """process.wait(timeout), reading the seed's peak resident memory every MEMORY_POLL_S seconds into
+    record["peak_rss_mb"] (replay buffers fill as they go, so the last reading is within one poll of the peak)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait = MEMORY_POLL_S if deadline is None else max(0.0, min(MEMORY_POLL_S, deadline - time.monotonic()))
+        try:
+            return process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            peak = peak_rss_mb(process.pid)
+            if peak is not None:
+                record["peak_rss_mb"] = peak
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
 def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict,
              timeout: float | None) -> dict:
     """Run one seed to completion and collect what it left behind."""
@@ -258,7 +286,7 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
         with RUNNING_LOCK:
             RUNNING.add(process)
         try:
-            exit_code = process.wait(timeout=timeout)
+            exit_code = wait_recording_memory(process, timeout, record)
         except subprocess.TimeoutExpired:
             process.terminate()  # scripts save a checkpoint and summary on SIGTERM
             try:
@@ -362,6 +390,7 @@ def aggregate(records: list[dict]) -> dict:
         "final_eval_return": stats("final_eval_return_mean"),
         "train_sps": stats("train_sps"),
         "wall_time_s": stats("wall_time_s"),
+        "peak_rss_mb": stats("peak_rss_mb"),
     }
 
 

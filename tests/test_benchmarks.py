@@ -251,6 +251,15 @@ def test_merge_adds_seeds_only_from_the_same_script_content_and_flags(tmp_path):
     assert path.read_text() == before
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc (Linux)")
+def test_runner_records_the_peak_memory_of_a_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_module, "MEMORY_POLL_S", 0.1)
+    hold_300_mb = "import time; block = bytearray(300 * 2**20); time.sleep(1.0)"
+    record = run_module.run_seed([sys.executable, "-c", hold_300_mb], 1, tmp_path / "seed1", "sac_continuous",
+                                 dict(os.environ), timeout=None)
+    assert 300 <= record["peak_rss_mb"] < 400
+
+
 def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     done = run_tool(RUN, "--suite", "quick", "--dry-run", "--results-dir", tmp_path / "results")
     assert done.returncode == 0, done.stderr
