@@ -411,3 +411,13 @@ def test_update_profile_counts_the_matrix_product_flops_of_one_update_by_hand():
     # the actor (6), both critics on fresh actions (12). Two FLOPs per multiply-add.
     expected = 2 * (6 + 12) + 2 * 3 * (12 + 6 + 12)
     assert update_profile.matmul_flops(1, 1, 1, (2,)) == expected
+
+
+@pytest.mark.parametrize("suite", sorted(run_module.SUITES))
+def test_suite_entries_pass_only_flags_their_scripts_accept(suite):
+    for entry in run_module.SUITES[suite]:
+        if entry["algo"] == run_module.TABULAR_ALGO:
+            continue
+        flags = help_flags(ROOT / f"{entry['algo']}.py")
+        unknown = sorted(flag for flag in entry["extra"] if flag.startswith("--") and flag not in flags)
+        assert not unknown, f"{suite}: {entry['algo']} does not take {unknown}"
