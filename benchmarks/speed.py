@@ -9,7 +9,10 @@ environment step, each script's default networks and batch. Configurations run o
 rounds (A B C, A B C), so a slow period of the machine hits all of them alike. The table gives the median over rounds,
 the ratio to the first configuration of the same task in the same round (for continuous control, the straightforward
 SAC of benchmarks/sac_straightforward.py), and what --compile gains over the same configuration without it.
-Compilation happens inside the measured steps, as it would in a run of that length.
+Compilation happens inside the measured steps, as it would in a run of that length; the steady speed of the second
+half of the learning steps and the compilation time beyond it say after how many steps compiling pays. Atari
+(SeaquestNoFrameskip-v4, skipped without ale-py) runs fewer steps, with the paper's update every 4 steps. After the
+rounds, benchmarks/update_profile.py's breakdown of one SAC v2 update on 1 and 2 threads is added to the table.
 """
 
 from __future__ import annotations
@@ -48,7 +51,15 @@ TASKS = [
         ("soft_q_learning (discrete) --compile", REPO / "soft_q_learning.py", [COMPILE]),
     ]),
 ]
-QUIET = ["--eval-every", "0", "--eval-episodes", "1", "--checkpoint-every", "0", "--log-every", "1000000"]
+# Atari: the paper's update cadence (one gradient step of batch 64 every 4 environment steps), fewer steps.
+ATARI_FLAGS = ["--update-frequency", "4", "--batch-size", "64", "--buffer-size", "10000"]
+TASKS.append(("SeaquestNoFrameskip-v4", [
+    ("sac_discrete (Atari)", REPO / "sac_discrete.py", ATARI_FLAGS),
+    ("sac_discrete (Atari) --compile", REPO / "sac_discrete.py", [*ATARI_FLAGS, COMPILE]),
+]))
+TASK_STEPS = {"SeaquestNoFrameskip-v4": (1500, 500)}  # (steps, learning starts) instead of --steps, --learning-starts
+# Progress every 250 steps: the steady speed is read from the second half of the learning steps.
+QUIET = ["--eval-every", "0", "--eval-episodes", "1", "--checkpoint-every", "0", "--log-every", "250"]
 COMMON = {
     "sac_straightforward.py": ["--eval-episodes", "1"],
     "sac_continuous.py": QUIET,
@@ -57,15 +68,38 @@ COMMON = {
 }
 
 
-def run_once(script: Path, extra: list[str], env_id: str, steps: int, learning_starts: int, seed: int) -> float:
+def steady_sps(metrics: Path, learning_starts: int, steps: int) -> float | None:
+    """Steps per second over the second half of the learning steps, from the progress events' wall times: the speed
+    once compilation (which happens in the first updates) is over. None for a script that logs no progress events."""
+    middle = learning_starts + (steps - learning_starts) // 2
+    events = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    points = [(e["global_step"], e["wall_time"]) for e in events if "charts/SPS" in e and e["global_step"] >= middle]
+    if len(points) < 2 or points[-1][1] <= points[0][1]:
+        return None
+    return (points[-1][0] - points[0][0]) / (points[-1][1] - points[0][1])
+
+
+def run_once(script: Path, extra: list[str], env_id: str, steps: int, learning_starts: int,
+             seed: int) -> tuple[float, float | None]:
+    """(train_sps of summary.json, steady_sps) of one run."""
     with tempfile.TemporaryDirectory() as output_dir:
         command = [sys.executable, str(script), "--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
                    "--learning-starts", str(learning_starts), "--output-dir", output_dir, *COMMON.get(script.name, []), *extra]
         completed = subprocess.run(command, capture_output=True, text=True)
         if completed.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed:\n{completed.stderr[-2000:]}")
-        summary = json.loads(next(Path(output_dir).glob("*/summary.json")).read_text())
-        return float(summary["train_sps"])
+        run_dir = next(Path(output_dir).glob("*/summary.json")).parent
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return float(summary["train_sps"]), steady_sps(run_dir / "metrics.jsonl", learning_starts, steps)
+
+
+def has_atari() -> bool:
+    try:
+        import ale_py  # noqa: F401
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def git_commit() -> dict:
@@ -106,27 +140,40 @@ def main() -> None:
 
     tasks = []
     for env_id, configurations in TASKS:
+        if env_id in TASK_STEPS and not has_atari():
+            print(f"skipping {env_id}: pip install ale-py opencv-python-headless to measure it", flush=True)
+            continue
         chosen = [c for c in configurations if args.only is None or args.only in c[0]]
         if chosen:
             tasks.append((env_id, configurations[:1] + [c for c in chosen if c is not configurations[0]]))
     git = git_commit()  # the code measured, read before anything can change it
     sps: dict[tuple[str, str], list[float]] = {(env_id, name): [] for env_id, cs in tasks for name, _, _ in cs}
+    steady: dict[tuple[str, str], list[float | None]] = {key: [] for key in sps}
     for round_index in range(args.rounds):
         for env_id, configurations in tasks:
+            steps, learning_starts = TASK_STEPS.get(env_id, (args.steps, args.learning_starts))
             for name, script, extra in configurations:
-                value = run_once(script, extra, env_id, args.steps, args.learning_starts, seed=1)
+                value, steady_value = run_once(script, extra, env_id, steps, learning_starts, seed=1)
                 sps[env_id, name].append(value)
+                steady[env_id, name].append(steady_value)
                 print(f"round {round_index + 1}: {env_id}: {name}: {value:.1f} SPS", flush=True)
 
-    rows = [{"env_id": env_id, "name": name, "reference": configurations[0][0], "sps_per_round": sps[env_id, name]}
+    rows = [{"env_id": env_id, "name": name, "reference": configurations[0][0], "sps_per_round": sps[env_id, name],
+             "steady_sps_per_round": steady[env_id, name],
+             "steps": TASK_STEPS.get(env_id, (args.steps, args.learning_starts))[0],
+             "learning_starts": TASK_STEPS.get(env_id, (args.steps, args.learning_starts))[1]}
             for env_id, configurations in tasks for name, _, _ in configurations]
     import torch
+
+    import update_profile  # noqa: E402  (this folder; imports torch and sac_continuous)
+    profile = "" if args.only else update_profile.report([1, 2], updates=200)
 
     result = {
         "steps": args.steps, "learning_starts": args.learning_starts, "rounds": args.rounds, "only": args.only,
         "git": git, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(), "rows": rows,
+        "update_profile": profile,
     }
     Path(args.output).write_text(json.dumps(result, indent=2))
     table = markdown(result)
@@ -146,23 +193,47 @@ def markdown(result: dict) -> str:
 
     lines = [
         f"Learning-phase environment steps per second ({result['steps'] - result['learning_starts']} learning steps after "
-        f"{result['learning_starts']} random ones, one gradient step per environment step, each script's default networks "
-        f"and batch), median of {result['rounds']} interleaved rounds; ratios are taken within a round (per round in brackets).",
+        f"{result['learning_starts']} random ones, Atari {TASK_STEPS['SeaquestNoFrameskip-v4'][0] - TASK_STEPS['SeaquestNoFrameskip-v4'][1]} "
+        f"after {TASK_STEPS['SeaquestNoFrameskip-v4'][1]}; one gradient step per environment step (Atari: every 4), each "
+        f"script's default networks and batch), median of {result['rounds']} interleaved rounds; ratios are taken within a round (per round in brackets).",
         f"Machine: {result['cpu']}, {result['cores']} cores, "
-        + (f"OMP_NUM_THREADS={result['omp_num_threads']}" if result["omp_num_threads"] else f"{result['torch_threads']} torch threads")
+        + "each script with its default `--threads 1` unless the row says otherwise"
+        + (f" (OMP_NUM_THREADS={result['omp_num_threads']})" if result["omp_num_threads"] else "")
         + f", torch {result['torch']}; commit {(result['git']['commit'] or 'unknown')[:7]}"
         + (" with uncommitted changes" if result["git"]["dirty"] else "") + f", {result['date']}.",
-        f"Command: `python benchmarks/speed.py --steps {result['steps']} --rounds {result['rounds']}"
+        f"Command: `python benchmarks/speed.py --steps {result['steps']} --learning-starts {result['learning_starts']} "
+        f"--rounds {result['rounds']}"
         + (f" --only '{result['only']}'" if result.get("only") else "") + "`",
         "",
-        "| task | configuration | SPS (median) | ratio to the task's first row | `--compile` gain |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "Steady SPS: over the second half of the learning steps, once compilation is done. For `--compile` rows, "
+        "compilation: the seconds the run spent beyond its steady speed, and the number of steps after which "
+        "compiling pays (that time over what each steady step saves; never if it saves nothing).",
+        "",
+        "| task | configuration | SPS (median) | ratio to the task's first row | `--compile` gain | steady SPS "
+        "| compilation |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
+    rows = {(r["env_id"], r["name"]): r for r in result["rows"]}
     for row in result["rows"]:
         eager = row["name"].removesuffix(" " + COMPILE)
-        gain = cell(ratios(row, eager)) if eager != row["name"] and (row["env_id"], eager) in sps else ""
+        compiled = eager != row["name"] and (row["env_id"], eager) in sps
+        gain = cell(ratios(row, eager)) if compiled else ""
+        steady_values = [v for v in row.get("steady_sps_per_round", []) if v is not None]
+        steady = statistics.median(steady_values) if steady_values else None
+        compilation = ""
+        if compiled and steady:
+            learning_steps = row["steps"] - row["learning_starts"]
+            overhead_s = learning_steps / statistics.median(row["sps_per_round"]) - learning_steps / steady
+            eager_values = [v for v in rows[row["env_id"], eager].get("steady_sps_per_round", []) if v is not None]
+            saved_per_step = 1 / statistics.median(eager_values) - 1 / steady if eager_values else 0.0
+            pays = f"pays after {overhead_s / saved_per_step:,.0f} steps" if saved_per_step > 0 else "never pays"
+            compilation = f"{overhead_s:.0f} s, {pays}"
         lines.append(f"| {row['env_id']} | {row['name']} | {statistics.median(row['sps_per_round']):.0f} | "
-                     f"{cell(ratios(row, row['reference']))} | {gain} |")
+                     f"{cell(ratios(row, row['reference']))} | {gain} | {f'{steady:.0f}' if steady else ''} "
+                     f"| {compilation} |")
+    if result.get("update_profile"):
+        lines += ["", "Where the time of one `sac_continuous.py` v2 update goes (`benchmarks/update_profile.py`, "
+                  "run by speed.py after the rounds):", "", result["update_profile"]]
     return "\n".join(lines) + "\n"
 
 

@@ -115,6 +115,37 @@ def gemm_throughput(batch: int, hidden: tuple[int, ...], repeats: int = 200) -> 
     return 2 * batch * width * width / seconds
 
 
+def report(threads_list: list[int], updates: int, batch_size: int = 256, hidden: tuple[int, ...] = (256, 256)) -> str:
+    """The markdown tables of this module's docstring, one per thread count (torch's thread count is restored)."""
+    obs_size, action_size = 3, 1  # Pendulum-v1
+    flops = matmul_flops(obs_size, action_size, batch_size, hidden)
+    lines = [f"SAC v2 update, Pendulum shapes, batch {batch_size}, hidden {hidden}, torch {torch.__version__}; "
+             f"{flops / 1e9:.3f} GFLOP of matrix products per update.", ""]
+    threads_before = torch.get_num_threads()
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        args, agent, learner, buffer = build(obs_size, action_size, batch_size, hidden)
+        for _ in range(50):
+            learner.update(buffer.sample(args.batch_size))
+        whole = statistics.median(1e3 * timed(lambda: learner.update(buffer.sample(args.batch_size)))
+                                  for _ in range(updates))
+        parts = time_parts(args, agent, learner, buffer, updates)
+        matmul_ms, profiled_ms = matmul_share(learner, buffer, args.batch_size, max(20, updates // 4))
+        throughput = gemm_throughput(batch_size, hidden)
+        floor_ms = 1e3 * flops / throughput
+        lines += [f"**{threads} thread{'s' if threads > 1 else ''}**", "",
+                  "| part of one update | ms (median) |", "| --- | ---: |"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in parts.items()]
+        lines += [f"| sum of the parts | {sum(parts.values()):.2f} |",
+                  f"| whole update (`Learner.update`) | {whole:.2f} |", "",
+                  f"torch.profiler: matrix products {matmul_ms:.2f} ms of {profiled_ms:.2f} ms of op self time per "
+                  f"update ({100 * matmul_ms / profiled_ms:.0f}%). GEMM throughput at ({batch_size} x {max(hidden)}) @ "
+                  f"({max(hidden)} x {max(hidden)}): {throughput / 1e9:.1f} GFLOP/s; matrix-product floor "
+                  f"{floor_ms:.2f} ms; the update runs at {100 * floor_ms / whole:.0f}% of it.", ""]
+    torch.set_num_threads(threads_before)
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -122,32 +153,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[256, 256])
     options = parser.parse_args()
-    obs_size, action_size, hidden = 3, 1, tuple(options.hidden_sizes)  # Pendulum-v1
-    flops = matmul_flops(obs_size, action_size, options.batch_size, hidden)
-    print(f"SAC v2 update, Pendulum shapes, batch {options.batch_size}, hidden {hidden}, torch {torch.__version__}; "
-          f"{flops / 1e9:.3f} GFLOP of matrix products per update\n")
-    for threads in options.threads:
-        torch.set_num_threads(threads)
-        args, agent, learner, buffer = build(obs_size, action_size, options.batch_size, hidden)
-        for _ in range(50):
-            learner.update(buffer.sample(args.batch_size))
-        whole = statistics.median(1e3 * timed(lambda: learner.update(buffer.sample(args.batch_size)))
-                                  for _ in range(options.updates))
-        parts = time_parts(args, agent, learner, buffer, options.updates)
-        matmul_ms, profiled_ms = matmul_share(learner, buffer, args.batch_size, max(20, options.updates // 4))
-        throughput = gemm_throughput(options.batch_size, hidden)
-        floor_ms = 1e3 * flops / throughput
-        print(f"### {threads} thread{'s' if threads > 1 else ''}\n")
-        print("| part of one update | ms (median) |\n| --- | ---: |")
-        for name, ms in parts.items():
-            print(f"| {name} | {ms:.2f} |")
-        print(f"| sum of the parts | {sum(parts.values()):.2f} |")
-        print(f"| whole update (`Learner.update`) | {whole:.2f} |\n")
-        print(f"torch.profiler: matrix products {matmul_ms:.2f} ms of {profiled_ms:.2f} ms of op self time per update "
-              f"({100 * matmul_ms / profiled_ms:.0f}%).")
-        print(f"GEMM throughput at ({options.batch_size} x {max(hidden)}) @ ({max(hidden)} x {max(hidden)}): "
-              f"{throughput / 1e9:.1f} GFLOP/s; matrix-product floor {floor_ms:.2f} ms; the update runs at "
-              f"{100 * floor_ms / whole:.0f}% of it.\n")
+    print(report(options.threads, options.updates, options.batch_size, tuple(options.hidden_sizes)))
     return 0
 
 
