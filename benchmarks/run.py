@@ -428,7 +428,6 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
 
     git = git_info(script)  # the code as it was when the seeds started, not when they ended
     path = Path(options.results_dir) / f"{stem}.json"
-    earlier = json.loads(path.read_text()) if options.merge and path.exists() else None  # checked by main()
 
     env = dict(os.environ)
     if options.jobs > 1 and "OMP_NUM_THREADS" not in env:
@@ -470,6 +469,13 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
     this_run = {"date": started.isoformat(timespec="seconds"), "commit": git["commit"],
                 "seeds": [record["seed"] for record in ordered], "runner_command": shlex.join([sys.executable, *sys.argv])}
     runs = [this_run]
+    # Read now, not when the seeds started: another runner may have merged its seeds into the file meanwhile.
+    earlier = json.loads(path.read_text()) if options.merge and path.exists() else None
+    problem = merge_problem(entry, options, git) if earlier is not None else None
+    if problem:  # checked by main() before the seeds ran; changed since
+        path = path.with_suffix(".unmerged.json")
+        print(f"  error: --merge: {problem}; this run's seeds go to {path}", file=sys.stderr)
+        earlier = None
     if earlier is not None:  # keep the seeds of earlier runs that this one did not redo
         kept = [record for record in earlier["seeds"] if record["seed"] not in records]
         ordered = sorted(kept + ordered, key=lambda record: record["seed"])
@@ -520,7 +526,7 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
     return summary["seeds_failed"] == 0
 
 
-def merge_problem(entry: dict, options: argparse.Namespace) -> str | None:
+def merge_problem(entry: dict, options: argparse.Namespace, git: dict | None = None) -> str | None:
     """Why the seeds of `entry` cannot join those of its existing result file (None when they can, or when there is
     none): same script, flags and budget, and the same committed content of the script, so that one benchmark may
     span sessions without the code changing under it."""
@@ -529,7 +535,7 @@ def merge_problem(entry: dict, options: argparse.Namespace) -> str | None:
     if not path.exists():
         return None
     earlier = json.loads(path.read_text())
-    git = git_info(Path(options.script_dir).resolve() / f"{algo}.py")
+    git = git or git_info(Path(options.script_dir).resolve() / f"{algo}.py")  # default: the script as it is now
     if (earlier.get("algo"), earlier.get("env_id")) != (algo, env_id):
         return f"{path} holds {earlier.get('algo')} on {earlier.get('env_id')}"
     if earlier.get("extra_args") != extra or earlier.get("total_timesteps_requested") != total_timesteps:
