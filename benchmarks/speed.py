@@ -39,6 +39,8 @@ TASKS = [
         ("sac_continuous v2", REPO / "sac_continuous.py", ["--variant", "v2"]),
         ("sac_continuous v2 --compile", REPO / "sac_continuous.py", ["--variant", "v2", COMPILE]),
         ("sac_continuous v2 --threads 2", REPO / "sac_continuous.py", ["--variant", "v2", "--threads", "2"]),
+        ("sac_continuous v2 --no-torch-deterministic", REPO / "sac_continuous.py",
+         ["--variant", "v2", "--no-torch-deterministic"]),
         ("sac_continuous v1", REPO / "sac_continuous.py", ["--variant", "v1"]),
         ("sac_continuous v1 --compile", REPO / "sac_continuous.py", ["--variant", "v1", COMPILE]),
         ("soft_q_learning (SVGD sampler)", REPO / "soft_q_learning.py", []),
