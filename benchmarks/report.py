@@ -213,6 +213,11 @@ def stats_of(result: dict, key: str) -> dict | None:
 def final_return_text(result: dict) -> str:
     """mean ± std over seeds; for MultiGoal also how many seeds reached every goal, and the rarest goal's count."""
     text = mean_std(stats_of(result, "final_eval_return"))
+    sampled = [(s.get("summary") or {}).get("eval_stochastic_return_mean") for s in result["seeds"] if s.get("status") == "ok"]
+    sampled = [value for value in sampled if value is not None]
+    if atari_preprocessing(result) and sampled:  # greedy Atari policies can stall; the sampled one is what trained
+        spread = statistics.pstdev(sampled) if len(sampled) > 1 else 0.0
+        text += f" (sampling π: {mean_std({'mean': statistics.fmean(sampled), 'std': spread})})"
     counts = [(s.get("summary") or {}).get("goal_reach_counts") for s in result["seeds"] if s.get("status") == "ok"]
     counts = [c for c in counts if c]
     if counts:
@@ -231,8 +236,8 @@ ATARI_PREPROCESSING = (
     "Atari rows: 0-30 no-op starts, frame skip 4 with max-pooling of the last two frames, 84×84 grayscale, 4 stacked "
     "frames, FIRE after a reset and after a lost life where the game needs it (Mnih et al. 2015, as CleanRL and SB3); "
     "the learner stores sign(reward) and treats a lost life as terminal where the row says so; evaluation plays full "
-    "games (at most 108k frames) with unclipped scores, and the final return is the greedy policy's mean over "
-    "10 games. `NoFrameskip-v4` has no sticky actions (the protocol of DQN and of the discrete SAC paper); `ALE/*-v5` "
+    "games (at most 108k frames) with unclipped scores; the final return is the greedy policy's mean over the "
+    "`--eval-episodes` games of the last evaluation, followed by the same for the policy sampled from π. `NoFrameskip-v4` has no sticky actions (the protocol of DQN and of the discrete SAC paper); `ALE/*-v5` "
     "repeats the previous action with probability 0.25 (Machado et al. 2018)."
 )
 

@@ -421,3 +421,14 @@ def test_suite_entries_pass_only_flags_their_scripts_accept(suite):
         flags = help_flags(ROOT / f"{entry['algo']}.py")
         unknown = sorted(flag for flag in entry["extra"] if flag.startswith("--") and flag not in flags)
         assert not unknown, f"{suite}: {entry['algo']} does not take {unknown}"
+
+
+def test_atari_rows_state_their_preprocessing_and_the_sampled_policy_return():
+    seeds = [{"status": "ok", "final_eval_return_mean": greedy, "summary": {"eval_stochastic_return_mean": sampled}}
+             for greedy, sampled in [(0.0, 180.0), (100.0, 220.0)]]
+    result = {"env_id": "SeaquestNoFrameskip-v4", "extra_args": ["--no-clip-rewards"], "seeds": seeds}
+    assert report_module.label(result) == "Atari: no sticky actions, life loss terminal, raw rewards"
+    assert report_module.final_return_text(result) == "50.0 ± 50.0 (sampling π: 200 ± 20)"
+    assert report_module.label({**result, "env_id": "ALE/Pong-v5", "extra_args": []}).startswith(
+        "Atari: sticky actions 0.25")
+    assert report_module.label({"env_id": "CartPole-v1", "seeds": []}) == "–"
