@@ -66,8 +66,8 @@ SUITES: dict[str, list[dict]] = {
     # Discrete SAC in the setting of its paper (Christodoulou 2019, Table 1): 100k agent steps (400k frames) of
     # NoFrameskip-v4, 20k random steps, one update of batch 64 every 4 steps, Adam 3e-4 (eps 1e-4), a hard target
     # copy every 8000 steps (2000 gradient steps), target entropy 0.98 log|A|. About 2 h per seed on one CPU core.
-    # Few evaluations of few games: a greedy policy that stalls (Seaquest's submarine idling at the surface) plays
-    # each game to the 108k-frame limit, about 45 s per game here.
+    # Few evaluations of few games: a greedy policy that stalls (seen on Seaquest) plays each game towards the
+    # 108k-frame limit, up to ~45 s per game here.
     "atari100k": [
         {"algo": "sac_discrete", "env_id": f"{game}NoFrameskip-v4", "seeds": 3, "total_timesteps": 100_000,
          "extra": ["--buffer-size", "100000", "--learning-starts", "20000", "--update-frequency", "4", "--batch-size", "64",
