@@ -153,6 +153,23 @@ def test_twin_critic_members_are_independent_networks():
             assert second_conv[64:].abs().max() == 0 and second_conv[:64].abs().max() > 0
 
 
+def test_channels_last_frames_change_the_memory_layout_not_the_networks():
+    """scaled_frames lays the frames out NHWC for speed; the actor and critics must compute what they would on the
+    plain NCHW tensor obs.float() / 255 (up to the rounding of a different convolution algorithm)."""
+    torch.manual_seed(0)
+    obs = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    frames = sd.scaled_frames(obs)
+    assert frames.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(frames, obs.float() / 255.0)
+    actor, critic = sd.Actor((4, 84, 84), 6, (16,)), sd.TwinCritic((4, 84, 84), 6, (16,))
+    with torch.no_grad():
+        assert torch.allclose(actor(obs), actor.net(obs.float() / 255.0), rtol=1e-4, atol=1e-5)
+        plain = critic.encoder(obs.float() / 255.0).view(5, 2, critic.features).transpose(0, 1)
+        for layer in critic.layers[:-1]:
+            plain = torch.relu(layer(plain))
+        assert torch.allclose(critic(obs), critic.layers[-1](plain), rtol=1e-4, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Synthetic environments (no ROMs): every observation encodes (episode, step) so the buffers can be checked
 # ----------------------------------------------------------------------------------------------------------
