@@ -49,7 +49,7 @@ class Args:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the networks and the replay buffer live (auto: cuda when available)"""
     threads: int = 1
-    """torch's CPU threads (1 was 2.4x faster than 2 on a 2-core machine with one core busy; 0: torch's default)"""
+    """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
     env_id: str = "Pendulum-v1"
     """gymnasium environment with a Box action space"""
     variant: Literal["v1", "v2"] = "v2"
@@ -110,7 +110,7 @@ class Args:
     log_every: int = 1_000
     """write losses and the progress line every this many environment steps"""
     compile: bool = False
-    """torch.compile the update steps (compilation takes ~1 min; pays off on long runs)"""
+    """torch.compile the loss functions (off: on 2 CPU cores 20 s to compile, then no faster; benchmarks/speed.py)"""
     track: bool = False
     """log to Weights & Biases"""
     wandb_project_name: str = "maxent-rl"

@@ -57,7 +57,7 @@ class Args:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the networks and the replay buffer live (auto: cuda when available)"""
     threads: int = 1
-    """torch's CPU threads (1 was 2.4x faster than 2 on a 2-core machine with one core busy; 0: torch's default)"""
+    """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
     env_id: str = "CartPole-v1"
     """gymnasium id with a Discrete action space (CartPole-v1, Acrobot-v1, LunarLander-v3, ALE/Pong-v5, ...)"""
     total_timesteps: int = 30_000
@@ -119,7 +119,7 @@ class Args:
     log_every: int = 1_000
     """write losses and the progress line every this many environment steps"""
     compile: bool = False
-    """torch.compile the loss computations (not faster for these small networks on CPU)"""
+    """torch.compile the losses (off: on 2 CPU cores no faster for CartPole, 1.06x for Atari; benchmarks/speed.py)"""
     track: bool = False
     """log to Weights & Biases"""
     wandb_project_name: str = "maxent-rl"

@@ -62,7 +62,7 @@ class Args:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the networks and the replay buffer live (auto: cuda when available)"""
     threads: int = 1
-    """torch's CPU threads (1 was 2.4x faster than 2 on a 2-core machine with one core busy; 0: torch's default)"""
+    """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
     env_id: str = "MultiGoal"
     """'MultiGoal' (the paper's multi-goal environment, defined here) or any gymnasium id with a Discrete or Box
     action space"""
@@ -132,7 +132,7 @@ class Args:
     log_every: int = 1_000
     """write losses and the progress line every this many environment steps"""
     compile: bool = False
-    """torch.compile the loss computations (off by default: not measured faster for these small networks)"""
+    """torch.compile the losses (off: on 2 CPU cores 0.65x as fast with SVGD, 0.95x on CartPole; benchmarks/speed.py)"""
     track: bool = False
     """log to Weights & Biases"""
     wandb_project_name: str = "maxent-rl"
