@@ -363,6 +363,21 @@ def nature_cnn(frame_stack: int, members: int) -> nn.Sequential:
     )
 
 
+def he_init_(network: nn.Module) -> nn.Module:
+    """He initialisation: weights N(0, 2/fan_in), the ReLU gain, and zero biases, for the image networks (as CleanRL's
+    sac_atari.py and the discrete SAC reproductions). PyTorch's default draws weights √6 times smaller, so the
+    features shrink layer by layer and the actor's gradients fall far below Adam's eps = 1e-4, which then scales its
+    steps down: the policy learns little more than a state-independent bias (docs/pitfalls.md#adam-eps-and-init)."""
+    for module in network.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")  # fan_in counts a group's own inputs only
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, EnsembleLinear):
+            nn.init.normal_(module.weight, std=math.sqrt(2.0 / module.weight.shape[1]))
+            nn.init.zeros_(module.bias)
+    return network
+
+
 def scaled_frames(obs: torch.Tensor) -> torch.Tensor:
     """uint8 frames (B, C, H, W) -> floats in [0, 1], laid out channels-last (NHWC) in memory, where plain
     `obs.float() / 255` keeps NCHW: same values, same networks, but oneDNN's convolutions run faster on NHWC
@@ -383,9 +398,9 @@ class Actor(nn.Module):
         self.is_image = is_image(obs_shape)
         if self.is_image:
             features = nature_cnn_output_size(*obs_shape)
-            self.net = nn.Sequential(
+            self.net = he_init_(nn.Sequential(
                 nature_cnn(obs_shape[0], members=1), nn.Linear(features, 512), nn.ReLU(), nn.Linear(512, n_actions)
-            )
+            ))
         else:
             self.net = mlp(obs_shape[0], hidden_sizes, n_actions)
 
@@ -407,6 +422,8 @@ class TwinCritic(nn.Module):
         else:
             sizes = [obs_shape[0], *hidden_sizes, n_actions]
         self.layers = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        if self.is_image:
+            he_init_(self)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.is_image:

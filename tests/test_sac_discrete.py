@@ -153,6 +153,28 @@ def test_twin_critic_members_are_independent_networks():
             assert second_conv[64:].abs().max() == 0 and second_conv[:64].abs().max() > 0
 
 
+def test_image_networks_use_he_initialisation_and_keep_the_feature_scale():
+    """Every weight of the image actor and critics is N(0, 2/fan_in), every bias 0 (docs/pitfalls.md#adam-eps-and-init).
+    With PyTorch's default the actor's last hidden features of random frames had an RMS of about 0.01, which left its
+    gradients far below Adam's eps; the ReLU gain keeps them of order 1."""
+    torch.manual_seed(0)
+    actor, critic = sd.Actor((4, 84, 84), 9, (128, 128)), sd.TwinCritic((4, 84, 84), 9, (128, 128))
+    kinds = (torch.nn.Conv2d, torch.nn.Linear, sd.EnsembleLinear)
+    layers = [m for m in [*actor.modules(), *critic.modules()] if isinstance(m, kinds)]
+    assert len(layers) == 5 + 5
+    for layer in layers:
+        weight = layer.weight
+        if isinstance(layer, sd.EnsembleLinear):  # (members, in, out)
+            fan_in = weight.shape[1]
+        else:  # (out, in / groups, ...): a grouped convolution's fan-in counts one group's inputs
+            fan_in = weight[0].numel()
+        assert abs(weight.std().item() / math.sqrt(2.0 / fan_in) - 1) < 0.1, layer
+        assert layer.bias.abs().max() == 0
+    frames = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8)
+    hidden = actor.net[:-1](sd.scaled_frames(frames))
+    assert hidden.pow(2).mean().sqrt() > 0.2
+
+
 def test_channels_last_frames_change_the_memory_layout_not_the_networks():
     """scaled_frames lays the frames out NHWC for speed; the actor and critics must compute what they would on the
     plain NCHW tensor obs.float() / 255 (up to the rounding of a different convolution algorithm)."""
