@@ -254,7 +254,9 @@ def atari_preprocessing(result: dict) -> str | None:
 
 
 def label(result: dict) -> str:
-    return result.get("tag") or result.get("variant") or atari_preprocessing(result) or "–"
+    """The row's variant or tag; an Atari row also states its preprocessing, whatever its tag."""
+    parts = [part for part in (result.get("tag") or result.get("variant"), atari_preprocessing(result)) if part]
+    return "; ".join(parts) or "–"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -431,4 +431,7 @@ def test_atari_rows_state_their_preprocessing_and_the_sampled_policy_return():
     assert report_module.final_return_text(result) == "50.0 ± 50.0 (sampling π: 200 ± 20)"
     assert report_module.label({**result, "env_id": "ALE/Pong-v5", "extra_args": []}).startswith(
         "Atari: sticky actions 0.25")
+    assert report_module.label({**result, "tag": "eps1e-4"}) == (
+        "eps1e-4; Atari: no sticky actions, life loss terminal, raw rewards")  # a tag does not hide the preprocessing
     assert report_module.label({"env_id": "CartPole-v1", "seeds": []}) == "–"
+    assert report_module.label({"env_id": "CartPole-v1", "tag": "tes089", "seeds": []}) == "tes089"
