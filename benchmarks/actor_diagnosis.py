@@ -43,6 +43,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5)
     options = parser.parse_args()
     torch.set_num_threads(1)
+    missing = [path for path in (options.checkpoint, options.checkpoint.parent / "args.json") if not path.is_file()]
+    if missing:
+        print(f"error: {missing[0]} not found: give a sac_discrete.py run's checkpoint.pt", file=sys.stderr)
+        return 2
 
     saved = json.loads((options.checkpoint.parent / "args.json").read_text())
     args = sd.Args(**{key: tuple(value) if isinstance(value, list) else value for key, value in saved.items()})
