@@ -20,6 +20,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -339,8 +340,10 @@ def draw_curve(axes, result: dict, band, legend_size: int = 8) -> None:
 
 
 def plot_title(result: dict) -> str:
+    """Script, label and environment, wrapped so that a long label (an Atari row's preprocessing) stays inside the
+    figure: about 55 characters fit across either plot at its font size."""
     title = f"{result.get('script', result.get('algo'))} {label(result) if label(result) != '–' else ''} on {result.get('env_id')}"
-    return " ".join(title.split())
+    return textwrap.fill(" ".join(title.split()), width=55)
 
 
 def plot_result(result: dict, path: Path) -> bool:
