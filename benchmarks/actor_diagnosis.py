@@ -11,6 +11,9 @@
    probabilities, how often each action is π's first choice and the critics' (min over the twins), and how often
    the two agree. A policy that ranks the same action first everywhere while the critics do not has learned a bias,
    not the critics' preferences.
+3. How far π is from the policy its loss (DSAC-6) aims at in each state, softmax(min Q / α): the KL divergence
+   between them, and that target's own entropy. A small KL with a near-uniform target means the critics' action
+   gaps are small against α, so π cannot prefer anything yet; a large KL means the actor lags the critics.
 """
 
 from __future__ import annotations
@@ -85,6 +88,14 @@ def main() -> int:
     print(f"  min Q ranks first        {np.bincount(q_values.argmax(axis=1), minlength=n_actions).tolist()}")
     print(f"  π and Q agree            {(probabilities.argmax(axis=1) == q_values.argmax(axis=1)).mean():.1%}")
     print(f"  median entropy of π      {np.median(entropy):.3f} (uniform: {np.log(n_actions):.3f})")
+    alpha = agent.log_alpha.exp().item()
+    log_target = torch.log_softmax(torch.as_tensor(q_values) / alpha, dim=1).numpy()
+    kl = (probabilities * (np.log(probabilities) - log_target)).sum(axis=1)
+    target_entropy = -(np.exp(log_target) * log_target).sum(axis=1)
+    gap = q_values.max(axis=1) - np.median(q_values, axis=1)
+    print(f"  median (max Q − median Q) / α              {np.median(gap) / alpha:.3f}")
+    print(f"  median entropy of softmax(min Q / α)       {np.median(target_entropy):.3f}")
+    print(f"  median KL(π ‖ softmax(min Q / α))          {np.median(kl):.4f}")
     return 0
 
 
