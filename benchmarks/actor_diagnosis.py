@@ -14,6 +14,8 @@
 3. How far π is from the policy its loss (DSAC-6) aims at in each state, softmax(min Q / α): the KL divergence
    between them, and that target's own entropy. A small KL with a near-uniform target means the critics' action
    gaps are small against α, so π cannot prefer anything yet; a large KL means the actor lags the critics.
+4. With --games N, the scores of N full games played greedily on π (the script's evaluation) and greedily on the
+   critics' min Q, from the evaluation's start states: would the critics alone play better?
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--steps", type=int, default=600, help="steps of play sampled from π")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--games", type=int, default=0, help="games to play greedily on π and on min Q")
     options = parser.parse_args()
     torch.set_num_threads(1)
     missing = [path for path in (options.checkpoint, options.checkpoint.parent / "args.json") if not path.is_file()]
@@ -96,6 +99,14 @@ def main() -> int:
     print(f"  median (max Q − median Q) / α              {np.median(gap) / alpha:.3f}")
     print(f"  median entropy of softmax(min Q / α)       {np.median(target_entropy):.3f}")
     print(f"  median KL(π ‖ softmax(min Q / α))          {np.median(kl):.4f}")
+    if options.games > 0:
+        seed = args.seed + 100_000  # the start states of sac_discrete.evaluate
+        env = sd.make_env(args, seed)()
+        print(f"\nGreedy play, {options.games} games from the evaluation's start states:")
+        for name, scores in (("argmax π", agent.actor), ("argmax min Q", lambda x: agent.critic(x).min(dim=0).values)):
+            returns = sd.play(scores, env, options.games, seed, greedy=True, device=torch.device("cpu"))
+            print(f"  {name:14s} {np.mean(returns):8.1f} ± {np.std(returns):.1f}  {returns}")
+        env.close()
     return 0
 
 
