@@ -79,7 +79,8 @@ class Args:
     q_lr: float = 1e-3
     """Adam learning rate of the twin critics (tuned here for CartPole, README; Christodoulou 2019: 3e-4)"""
     adam_eps: float = 1e-4
-    """Adam epsilon (1e-4 in the discrete SAC reproductions and CleanRL sac_atari)"""
+    """Adam epsilon; for pixels pass 1e-8 (PyTorch's default, the discrete SAC author's code): 1e-4, CleanRL's
+    sac_atari value and this default for vector observations, stalls the image actor (docs/pitfalls.md)"""
     update_frequency: int = 1
     """one gradient step every this many environment steps (Atari: 4)"""
     target_network_frequency: int = 1
@@ -367,7 +368,8 @@ def he_init_(network: nn.Module) -> nn.Module:
     """He initialisation: weights N(0, 2/fan_in), the ReLU gain, and zero biases, for the image networks (as CleanRL's
     sac_atari.py and the discrete SAC reproductions). PyTorch's default draws weights √6 times smaller, so the
     features shrink layer by layer and the actor's gradients fall far below Adam's eps = 1e-4, which then scales its
-    steps down: the policy learns little more than a state-independent bias (docs/pitfalls.md#adam-eps-and-init)."""
+    steps down: the policy learns little more than a state-independent bias (docs/pitfalls.md#adam-eps-and-init).
+    He initialisation alone does not fix that on Atari at 100k steps; it needs --adam-eps 1e-8 as well."""
     for module in network.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")  # fan_in counts a group's own inputs only
