@@ -91,8 +91,7 @@ class Args:
     log_std_max: float = 2.0
     """upper clamp of the actor's log standard deviation (haarnoja/sac and CleanRL: 2)"""
     policy_regularization: float = 0.0
-    """weight of an L2 penalty on the actor's mean and log std (haarnoja/sac v1: 1e-3 with --log-std-min -20; none in
-    2018b, CleanRL and Stable-Baselines3)"""
+    """L2 penalty on the actor's mean and log std (haarnoja/sac v1: 1e-3, with --log-std-min -20; 2018b: none)"""
     eval_every: int = 2_500
     """deterministic evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10

@@ -79,13 +79,11 @@ class Args:
     q_lr: float = 1e-3
     """Adam learning rate of the twin critics (tuned here for CartPole, README; Christodoulou 2019: 3e-4)"""
     adam_eps: float = 1e-4
-    """Adam epsilon; for pixels pass 1e-8 (PyTorch's default, the discrete SAC author's code): 1e-4, CleanRL's
-    sac_atari value and this default for vector observations, stalls the image actor (docs/pitfalls.md)"""
+    """Adam epsilon; for pixels pass 1e-8: this default, CleanRL's 1e-4, stalls the image actor (docs/pitfalls.md)"""
     update_frequency: int = 1
     """one gradient step every this many environment steps (Atari: 4)"""
     target_network_frequency: int = 1
-    """update the targets every this many gradient steps (1: Polyak every step; Atari: the papers' 8000 environment
-    steps with one gradient step every 4 = 2000, with --tau 1)"""
+    """gradient steps between target updates (1: Polyak every step; Atari: 8000 env steps / 4 = 2000, --tau 1)"""
     alpha: float = 0.2
     """temperature: the fixed value, or the initial one with --autotune"""
     autotune: bool = True
@@ -99,8 +97,7 @@ class Args:
     frame_stack: int = 4
     """frames stacked for image observations (Mnih et al. 2015)"""
     terminal_on_life_loss: bool = True
-    """Atari only: a lost life is terminal for the update while the game goes on, as DQN, CleanRL and SB3 do; returns
-    are logged and evaluated per game"""
+    """Atari only: a lost life ends the episode for the update (DQN, CleanRL, SB3); scores count whole games"""
     clip_rewards: bool = True
     """Atari only: store sign(reward) in the replay buffer; logged and evaluated scores stay unclipped"""
     eval_every: int = 10_000

@@ -64,8 +64,7 @@ class Args:
     threads: int = 1
     """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
     env_id: str = "MultiGoal"
-    """'MultiGoal' (the paper's multi-goal environment, defined here) or any gymnasium id with a Discrete or Box
-    action space"""
+    """'MultiGoal' (the paper's multi-goal environment, defined here) or a gymnasium id with Discrete or Box actions"""
     total_timesteps: int | None = None
     """environment steps (default from PRESETS: MultiGoal 15k, discrete 60k, other continuous 30k)"""
     num_envs: int = 1
@@ -75,26 +74,21 @@ class Args:
     gamma: float = 0.99
     """discount factor (softqlearning examples: 0.99)"""
     tau: float = 1.0
-    """target network update rate: Q̄ ← τ Q + (1 − τ) Q̄ every --target-network-frequency gradient steps;
-    1 = hard copy as in softqlearning"""
+    """target update rate: Q̄ ← τ Q + (1 − τ) Q̄ every --target-network-frequency steps (1: hard copy, softqlearning)"""
     target_network_frequency: int | None = None
-    """gradient steps between target updates (default from PRESETS: 1000 as softqlearning td_target_update_interval;
-    discrete 500)"""
+    """gradient steps between target updates (default from PRESETS: 1000 as softqlearning; discrete 500)"""
     batch_size: int | None = None
     """minibatch size (default from PRESETS: 64 as softqlearning multigoal_sql.py; discrete 64; continuous 128)"""
     learning_starts: int | None = None
-    """uniformly random actions and no updates before this step (default from PRESETS: MultiGoal 100 = softqlearning
-    min_pool_size; discrete 1000; continuous 1000)"""
+    """random actions and no updates before this step (default from PRESETS: MultiGoal 100 as softqlearning; 1000)"""
     policy_lr: float = 3e-4
     """Adam learning rate of the sampling network f_φ (softqlearning multigoal_sql.py and mujoco_all_sql.py: 3e-4)"""
     q_lr: float | None = None
     """Adam learning rate of Q (default from PRESETS: 3e-4 as softqlearning; discrete 1e-3)"""
     alpha: float | None = None
-    """temperature α in π ∝ exp(Q/α) (default from PRESETS: 1 with reward scaling as the paper for MultiGoal and
-    continuous; discrete 0.02)"""
+    """temperature α in π ∝ exp(Q/α) (default from PRESETS: 1 with reward scaling, as the paper; discrete 0.02)"""
     reward_scale: float | None = None
-    """rewards are multiplied by this; with α = 1 it is the inverse temperature (default from PRESETS: MultiGoal 0.1 as
-    softqlearning multigoal_sql.py; continuous 10; discrete 1)"""
+    """rewards are multiplied by this, 1/α in effect (default from PRESETS: MultiGoal 0.1; continuous 10; discrete 1)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """hidden layer widths of Q and f_φ (softqlearning: 128, 128, ReLU)"""
     value_samples: int = 16
@@ -102,13 +96,11 @@ class Args:
     svgd_particles: int = 32
     """K, particles per state for amortized SVGD (softqlearning kernel_n_particles: 32 for MultiGoal, 16 for MuJoCo)"""
     svgd_update_ratio: float = 0.5
-    """fraction of the K particles that are updated; the rest are the fixed particles j of the SVGD sum (softqlearning
-    kernel_update_ratio: 0.5)"""
+    """fraction of the K particles updated; the others are the fixed particles j of the SVGD sum (softqlearning: 0.5)"""
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add ∇_a Σ log(1 − a²) = −sinh(2u) to ∇_a log p in the SVGD step as softqlearning sql.py does (not in
-    the paper); keeps particles off the box edges"""
+    """add ∇_a Σ log(1 − a²) to ∇_a log p, as softqlearning does (not in the paper): keeps particles off the edges"""
     eval_stochastic: bool | None = None
     """evaluate by sampling the policy instead of argmax Q / f_φ(s, 0) (default: True on MultiGoal, False elsewhere)"""
     goal_episodes: int = 50

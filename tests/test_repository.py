@@ -1,6 +1,7 @@
 """Rules the repository keeps as a whole: it stands alone, its citations resolve, and the training scripts share one
 skeleton with the algorithm first."""
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -85,6 +86,16 @@ def test_the_algorithm_comes_before_the_plumbing(script):
 def test_lines_are_at_most_120_characters(script):
     long = [number for number, line in enumerate((ROOT / script).read_text().splitlines(), 1) if len(line) > 120]
     assert not long, f"{script}: lines {long} are longer than 120 characters"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_docstring_is_one_line(script):
+    """tyro keeps an indented continuation line as a line break in --help, mid-sentence."""
+    args = next(node for node in ast.parse((ROOT / script).read_text()).body
+                if isinstance(node, ast.ClassDef) and node.name == "Args")
+    broken = [field.target.id for field, doc in zip(args.body, args.body[1:])
+              if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and "\n" in doc.value.value]
+    assert not broken, f"{script}: the docstrings of {broken} span several lines; --help would break them"
 
 
 def test_every_test_the_docs_name_exists():
