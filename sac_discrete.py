@@ -239,6 +239,9 @@ def make_vector_env(args: Args) -> gym.vector.VectorEnv:
         [make_env(args, args.seed + i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
     check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
+    if is_image(envs.single_observation_space.shape) and args.adam_eps > 1e-6:
+        print(f"note: with image observations, --adam-eps {args.adam_eps:g} stalled the actor in our Atari runs; "
+              "pass --adam-eps 1e-8 (docs/pitfalls.md#adam-eps-and-init)", file=sys.stderr)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 

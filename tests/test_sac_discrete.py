@@ -308,6 +308,13 @@ def test_frame_buffer_rebuilds_the_true_stacks_and_stores_each_frame_once(num_en
             assert torch.equal(batch.terminated, (next_t[:, -1] == limit).float())
 
 
+
+@pytest.mark.parametrize("env_id, adam_eps, noted", [("FramesEnv-v0", 1e-4, True), ("FramesEnv-v0", 1e-8, False),
+                                                     ("CountingEnv-v0", 1e-4, False)])
+def test_image_observations_with_a_large_adam_eps_print_a_note(capsys, env_id, adam_eps, noted):
+    sd.make_vector_env(sd.Args(env_id=env_id, adam_eps=adam_eps)).close()
+    assert ("--adam-eps 1e-8" in capsys.readouterr().err) == noted
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
     args = sd.Args(
