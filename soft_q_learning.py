@@ -74,7 +74,7 @@ class Args:
     gamma: float = 0.99
     """discount factor (softqlearning examples: 0.99)"""
     tau: float = 1.0
-    """target update rate: Q̄ ← τ Q + (1 − τ) Q̄ every --target-network-frequency steps (1: hard copy, softqlearning)"""
+    """target update rate: Q̄ ← τ Q + (1 − τ) Q̄ every --target-network-frequency steps (1: hard copy)"""
     target_network_frequency: int | None = None
     """gradient steps between target updates (default from PRESETS: 1000 as softqlearning; discrete 500)"""
     batch_size: int | None = None
@@ -86,9 +86,9 @@ class Args:
     q_lr: float | None = None
     """Adam learning rate of Q (default from PRESETS: 3e-4 as softqlearning; discrete 1e-3)"""
     alpha: float | None = None
-    """temperature α in π ∝ exp(Q/α) (default from PRESETS: 1 with reward scaling, as the paper; discrete 0.02)"""
+    """temperature α in π ∝ exp(Q/α) (default from PRESETS: 1 with reward scaling as the paper; discrete 0.02)"""
     reward_scale: float | None = None
-    """rewards are multiplied by this, 1/α in effect (default from PRESETS: MultiGoal 0.1; continuous 10; discrete 1)"""
+    """rewards are scaled by this, 1/α in effect (default from PRESETS: MultiGoal 0.1; continuous 10; discrete 1)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """hidden layer widths of Q and f_φ (softqlearning: 128, 128, ReLU)"""
     value_samples: int = 16
@@ -100,7 +100,7 @@ class Args:
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add ∇_a Σ log(1 − a²) to ∇_a log p, as softqlearning does (not in the paper): keeps particles off the edges"""
+    """add ∇_a Σ log(1 − a²) to ∇_a log p, as softqlearning does (not in the paper): keeps particles inside"""
     eval_stochastic: bool | None = None
     """evaluate by sampling the policy instead of argmax Q / f_φ(s, 0) (default: True on MultiGoal, False elsewhere)"""
     goal_episodes: int = 50
