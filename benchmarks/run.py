@@ -10,7 +10,9 @@ Each seed runs `{script-dir}/{algo}.py` as a subprocess with its own `--output-d
 reads the run's `summary.json` and `metrics.jsonl` (the interface every training script shares,
 see ../README.md) and writes `benchmarks/results/{algo}[-{variant}]__{env}.json` with per-seed
 evaluation curves, final returns, speed, wall time, the exact commands, the git commit and the
-machine. A seed that fails is recorded with its exit code and the end of its stderr. With `--merge` the seeds
+machine. A seed that fails is recorded with its exit code and the end of its stderr. With `--resume` each seed whose
+work dir holds a checkpoint continues from it (the script's own `--resume`); the result records the steps at which
+it was resumed and sums the wall time of its segments. With `--merge` the seeds
 join those already in the result file, when the file was made with the same flags and the same committed content
 of the script (so one benchmark can span several sessions); each seed keeps the commit it ran on.
 
@@ -286,15 +288,40 @@ def wait_recording_memory(process: subprocess.Popen, timeout: float | None, reco
                 raise
 
 
+def checkpoint_of(seed_dir: Path) -> Path | None:
+    found = sorted(seed_dir.glob("*/checkpoint.pt"))
+    return found[-1] if found else None
+
+
+def resume_segment(command: list[str], seed_dir: Path, python: str) -> tuple[list[str], list[dict]]:
+    """The command that continues a seed from the checkpoint in its work dir (`--resume`), and the segments it has run
+    so far. A segment stopped from outside (a machine that went away) left no record: it is added here, up to the
+    checkpoint's step, with the wall time its metrics.jsonl had reached at that step."""
+    checkpoint = checkpoint_of(seed_dir)
+    step = int(subprocess.run([python, "-c", "import sys, torch; print(torch.load(sys.argv[1], weights_only=True)"
+                               "['global_step'])", str(checkpoint)], capture_output=True, text=True, check=True).stdout)
+    segments = read_jsonl(seed_dir / "segments.jsonl")
+    if not segments or segments[-1]["to_step"] != step:
+        events = [e for e in read_jsonl(checkpoint.parent / "metrics.jsonl") if e.get("global_step", 0) <= step]
+        segments.append({"from_step": segments[-1]["to_step"] if segments else 0, "to_step": step,
+                         "wall_time_s": events[-1]["wall_time"] if events else None, "stopped_from_outside": True})
+        (seed_dir / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
+    total = command[command.index("--total-timesteps") + 1]
+    return [command[0], command[1], "--resume", str(checkpoint), "--total-timesteps", total], segments
+
+
 def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict,
-             timeout: float | None) -> dict:
-    """Run one seed to completion and collect what it left behind."""
-    if seed_dir.exists():
+             timeout: float | None, resume: bool = False, python: str = sys.executable) -> dict:
+    """Run one seed to completion and collect what it left behind; with `resume`, continue it from its checkpoint."""
+    segments: list[dict] = []
+    if resume and checkpoint_of(seed_dir) is not None:
+        command, segments = resume_segment(command, seed_dir, python)
+    elif seed_dir.exists():
         shutil.rmtree(seed_dir)  # a stale run must never be read as this one
-    seed_dir.mkdir(parents=True)
+    seed_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"seed": seed, "command": command, "command_line": shlex.join(command), "work_dir": str(seed_dir)}
     start = time.perf_counter()
-    with open(seed_dir / "stdout.log", "w") as stdout, open(seed_dir / "stderr.log", "w") as stderr:
+    with open(seed_dir / "stdout.log", "a") as stdout, open(seed_dir / "stderr.log", "a") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=seed_dir)
         with RUNNING_LOCK:
             RUNNING.add(process)
@@ -313,6 +340,16 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
                 RUNNING.discard(process)
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["exit_code"] = exit_code
+    if algo != TABULAR_ALGO:  # each run of the script is a segment; a resumed seed's wall time sums them
+        summaries = sorted(seed_dir.glob("*/summary.json"))
+        reached = json.loads(summaries[-1].read_text()).get("global_step") if summaries else None
+        segments.append({"from_step": segments[-1]["to_step"] if segments else 0, "to_step": reached,
+                         "wall_time_s": record["wall_time_s"], "exit_code": exit_code})
+        (seed_dir / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
+        if len(segments) > 1:
+            record["segments"] = segments
+            record["resumed_at_steps"] = [segment["from_step"] for segment in segments[1:]]
+            record["wall_time_s"] = round(sum(segment["wall_time_s"] or 0.0 for segment in segments), 3)
     stderr_lines = (seed_dir / "stderr.log").read_text(errors="replace").splitlines()
     record["stderr_tail"] = "\n".join(stderr_lines[-STDERR_TAIL_LINES:])
 
@@ -444,7 +481,8 @@ def run_benchmark(entry: dict, options: argparse.Namespace, stop: threading.Even
     def job(seed: int) -> dict | None:
         if stop.is_set():
             return None
-        return run_seed(commands[seed], seed, work_dir / f"seed{seed}", algo, env, options.timeout)
+        return run_seed(commands[seed], seed, work_dir / f"seed{seed}", algo, env, options.timeout, options.resume,
+                        options.python)
 
     interrupted = False
     with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs) as pool:
@@ -572,6 +610,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tag", help="file name suffix instead of the variant: results/{algo}-{tag}__{env}.json")
     parser.add_argument("--merge", action="store_true",
                         help="add these seeds to an existing result file made with the same script content and flags")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each seed from the checkpoint in its --work-dir (resumed steps are recorded)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     parser.add_argument("--timeout", type=float, help="seconds before a seed is stopped with SIGTERM (default none)")
     parser.add_argument("--script-dir", default=str(REPO_ROOT), help="folder holding the scripts (default: repo root)")
@@ -586,6 +626,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--jobs must be at least 1")
     if options.seeds is not None and len(set(options.seeds)) != len(options.seeds):
         parser.error("--seeds has duplicates")
+    if options.resume and (options.work_dir is None or options.total_timesteps is None):
+        parser.error("--resume needs the --work-dir and the --total-timesteps of the seeds to continue")
     if options.work_dir is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         options.work_dir = str(Path(tempfile.gettempdir()) / "benchmarks" / f"{stamp}-{os.getpid()}")

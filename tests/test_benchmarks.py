@@ -435,3 +435,20 @@ def test_atari_rows_state_their_preprocessing_and_the_sampled_policy_return():
         "eps1e-4; Atari: no sticky actions, life loss terminal, raw rewards")  # a tag does not hide the preprocessing
     assert report_module.label({"env_id": "CartPole-v1", "seeds": []}) == "–"
     assert report_module.label({"env_id": "CartPole-v1", "tag": "tes089", "seeds": []}) == "tes089"
+
+
+def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_path):
+    # A seed longer than a session: run to step 400, then --resume to 600 in the same work dir. The result says where
+    # the seed was resumed and sums the wall time of both segments.
+    flags = ["--algo", "sac_discrete", "--env-id", "CartPole-v1", "--seeds", 1, "--work-dir", tmp_path / "work",
+             "--results-dir", tmp_path / "results"]
+    script_flags = ["--", "--learning-starts", 100, "--eval-every", 0, "--eval-episodes", 1, "--batch-size", 16,
+                    "--hidden-sizes", 16, 16, "--save-buffer"]
+    assert run_tool(RUN, *flags, "--total-timesteps", 400, *script_flags).returncode == 0
+    first = json.loads((tmp_path / "results" / "sac_discrete__CartPole-v1.json").read_text())["seeds"][0]
+    done = run_tool(RUN, *flags, "--total-timesteps", 600, "--resume", *script_flags)
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads((tmp_path / "results" / "sac_discrete__CartPole-v1.json").read_text())["seeds"]
+    assert record["status"] == "ok" and record["global_step"] == 600 and record["resumed_at_steps"] == [400]
+    assert "--resume" in record["command"] and [s["to_step"] for s in record["segments"]] == [400, 600]
+    assert record["wall_time_s"] > first["wall_time_s"]
