@@ -16,15 +16,16 @@ Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -40,16 +41,7 @@ SCRIPT = "sac_continuous"
 
 @dataclass
 class Args:
-    exp_name: str = SCRIPT
-    """name of the experiment, part of the run directory name"""
-    seed: int = 1
-    """seed of python, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms: same seed on CPU gives the same run"""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where the networks and the replay buffer live (auto: cuda when available)"""
-    threads: int = 1
-    """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
+    # The algorithm
     env_id: str = "Pendulum-v1"
     """gymnasium environment with a Box action space"""
     variant: Literal["v1", "v2"] = "v2"
@@ -92,6 +84,17 @@ class Args:
     """upper clamp of the actor's log standard deviation (haarnoja/sac and CleanRL: 2)"""
     policy_regularization: float = 0.0
     """L2 penalty on the actor's mean and log std (haarnoja/sac v1: 1e-3, with --log-std-min -20; 2018b: none)"""
+    # The run: seeding, evaluation, outputs, checkpoints
+    exp_name: str = SCRIPT
+    """name of the experiment, part of the run directory name"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """torch.use_deterministic_algorithms: same seed on CPU gives the same run"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks and the replay buffer live (auto: cuda when available)"""
+    threads: int = 1
+    """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
     eval_every: int = 2_500
     """deterministic evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10
@@ -119,7 +122,6 @@ class Args:
     capture_video: bool = False
     """record evaluation episodes to {run_dir}/videos (needs moviepy)"""
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Environments
 # ----------------------------------------------------------------------------------------------------------------------
@@ -129,9 +131,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.Error as error:
         raise UsageError(f"--env-id {env_id}: {error}") from None
-    except ImportError as error:
-        raise UsageError(f"--env-id {env_id} needs a missing package ({error}); e.g. pip install 'gymnasium[mujoco]'"
-                         ) from None
+    except ImportError as error:  # an extra, or the module of a module:Env-v0 id
+        raise UsageError(f"--env-id {env_id} needs a missing package ({error})") from None
     if isinstance(env.action_space, gym.spaces.Discrete):
         raise UsageError(f"--env-id {env_id} has discrete actions: use sac_discrete.py (this script needs Box actions)")
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
@@ -142,15 +143,13 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
-    and the observation returned is already the next episode's first, so no stored transition crosses an episode
-    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead;
-    docs/pitfalls.md#vector-autoreset)."""
-    make_env(env_id).close()  # validate once, with a clear error
-    envs = gym.vector.SyncVectorEnv(
-        [functools.partial(gym.make, env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
+def make_vector_env(args: Args) -> gym.vector.VectorEnv:
+    """--num-envs copies of make_env, with SAME_STEP autoreset: a finished episode's true last observation is in
+    info["final_obs"] on the step it ends, and the observation returned is already the next episode's first, so no
+    stored transition crosses an episode boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus
+    reset transition instead; docs/pitfalls.md#vector-autoreset)."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
@@ -391,7 +390,8 @@ class ReplayBuffer:
         return Batch(*(store[index] for store in self.data))
 
     def state_dict(self) -> dict:
-        filled = {name: store[: self.size].cpu() for name, store in self.data._asdict().items()}
+        """The filled rows only: a copy, since saving a slice would write the whole preallocated tensor."""
+        filled = {name: store[: self.size].clone().cpu() for name, store in self.data._asdict().items()}
         return {"position": self.position, "size": self.size, **filled}
 
     def load_state_dict(self, state: dict) -> None:
@@ -502,28 +502,56 @@ class Learner:
 # ----------------------------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------------------------
+def seed_everything(args: Args) -> None:
+    """Seed python, numpy and torch and set torch's threads; with --torch-deterministic, repeatable kernels too: the
+    same seed and thread count on CPU give the same run (docs/pitfalls.md#reproducibility)."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
+        torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
+        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
+def with_defaults(args: Args) -> Args:
+    """Args with the defaults that depend on the task: SAC v1 (2018a) keeps α fixed whatever --autotune says; the
+    entropy target is H̄ = −dim(A) unless given (SAC-11)."""
+    env = make_env(args.env_id)
+    action_size = int(np.prod(env.action_space.shape))
+    env.close()
+    return replace(args, autotune=args.autotune and args.variant == "v2",
+                   target_entropy=-float(action_size) if args.target_entropy is None else args.target_entropy)
+
+
 def train(args: Args) -> dict:
     """SAC's loop (2018a and 2018b, Algorithm 1): act, step the environments, store, one gradient step per
     environment step. Logging, evaluation and checkpoints are one call each on `run` (the plumbing below)."""
-    checkpoint = prepare(args)
+    args, checkpoint = start(with_defaults(args))  # with --resume, the checkpoint's settings; every flag checked
+    seed_everything(args)
     device = resolve_device(args.device)
-    envs = make_vector_env(args.env_id, args.num_envs)
-    if args.target_entropy is None:
-        args.target_entropy = -float(np.prod(envs.single_action_space.shape))  # H̄ = −dim(A), (SAC-11)
+    envs = make_vector_env(args)
     obs_size = int(np.prod(envs.single_observation_space.shape))
     action_size = int(np.prod(envs.single_action_space.shape))
-    agent = Agent(args, obs_size, envs.single_action_space).to(device)
+    agent = allocate(lambda: Agent(args, obs_size, envs.single_action_space), device,
+                     f"--hidden-sizes {args.hidden_sizes}")
     learner = Learner(agent, args)
     buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs_size, action_size, device)
     if checkpoint is not None:
-        obs = restore(checkpoint, envs, agent, learner, buffer, args)
-    else:
-        envs.action_space.seed(args.seed)
-        obs, _ = envs.reset(seed=args.seed)
+        restore(checkpoint, agent, learner, buffer)
+    # A resumed run starts new episodes (the environments' state is not saved), seeded from its step.
+    first_step = checkpoint["global_step"] if checkpoint else 0
+    envs.action_space.seed(args.seed + first_step)
+    obs, _ = envs.reset(seed=args.seed + first_step)
     action_scale, action_bias = agent.actor.action_scale.cpu().numpy(), agent.actor.action_bias.cpu().numpy()
     metrics: dict[str, torch.Tensor] = {}
 
-    with Run(args, checkpoint, lambda: checkpoint_state(agent, learner, buffer, envs, obs, args)) as run:
+    with Run(args, checkpoint, lambda: checkpoint_state(agent, learner, buffer, args)) as run:
         while run.global_step < args.total_timesteps and not run.stop_requested:
             if run.global_step < args.learning_starts:
                 env_actions = envs.action_space.sample()
@@ -557,7 +585,7 @@ def train(args: Args) -> dict:
             run.log_evaluation(lambda: evaluate(agent, args, device, args.eval_episodes))
         if args.capture_video and not run.stop_requested:
             evaluate(agent, args, device, 1, video_dir=str(run.dir / "videos"))
-    return run.finish()
+    return run.summary
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -587,25 +615,99 @@ def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, vide
 
 # ======================================================================================================================
 # ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----
-# Nothing below changes what is learned. From here to "end of the shared plumbing" the text is the same in
-# sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_shared_plumbing.py compares it); what a
-# script does differently (the state its checkpoint holds, its own checks) is passed in or written after that line.
+# Nothing below changes what is learned: it checks, records, saves and restores. From here to "end of the shared
+# plumbing" the text is the same in sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_repository.py
+# compares it); what a script does differently is passed in, or written after that line.
 # ======================================================================================================================
 class UsageError(Exception):
-    """Bad input: reported as one line naming the flag or file, exit status 2."""
+    """Bad input: one line naming the flag, file or size, exit status 2, and no run directory left behind."""
 
 
-class NonFiniteLoss(Exception):
-    """A loss or a parameter became NaN or infinite: reported as one line, exit status 1; the last good checkpoint is
-    kept."""
+class RunFailed(Exception):
+    """A failure during the run (a non-finite loss, a full disk): one line, exit status 1, the last checkpoint kept."""
 
 
-EXIT_OK, EXIT_NON_FINITE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# What a resumed run may change: its length, cadences and outputs; what --eval-only may change: the evaluation.
+RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
+                     "output_dir", "device", "threads", "compile", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video"}
+EVAL_MAY_CHANGE = {"eval_episodes", "seed", "device", "threads", "capture_video", "output_dir"}
 
 
-def crossed(before: int, after: int, every: int) -> bool:
-    """True when a multiple of `every` lies in (before, after]: with N environments the step counter jumps by N."""
-    return every > 0 and after // every > before // every
+def main(args) -> int:
+    """Train, or with --eval-only evaluate a checkpoint: bad input exits 2, a failed run 1, an interrupted one 130."""
+    try:
+        return 130 if (evaluate_checkpoint(args) if args.eval_only else train(args)).get("interrupted") else 0
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (RunFailed, OSError) as error:  # OSError: a full disk, a vanished directory, named by the error itself
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def start(args):
+    """The settings and the checkpoint a run or an evaluation starts from: with --resume or --eval-only, the
+    checkpoint's own settings, where a flag given on the command line may change only what the mode allows; then every
+    check."""
+    checkpoint, path = None, args.resume or args.eval_only
+    if path:
+        flag, may_change = ("--resume", RESUME_MAY_CHANGE) if args.resume else ("--eval-only", EVAL_MAY_CHANGE)
+        checkpoint = load_checkpoint(path, flag)
+        given = {arg[2:].split("=")[0].replace("-", "_").removeprefix("no_") for arg in sys.argv if arg[:2] == "--"}
+        saved = {name: tuple(value) if isinstance(value, list) else value for name, value in checkpoint["args"].items()
+                 if name not in ("resume", "eval_only")}
+        for name, value in saved.items():
+            if name in given and getattr(args, name) != value and name not in may_change:
+                raise UsageError(f"{flag} {path}: --{name.replace('_', '-')} {getattr(args, name)} differs from the "
+                                 f"checkpoint's {value}; only --{', --'.join(sorted(may_change)).replace('_', '-')} "
+                                 "may change")
+        args = replace(args, **{name: value for name, value in saved.items() if name not in given})
+        if args.resume:
+            hold(Path(path).resolve().parent, flag)
+        if args.resume and args.total_timesteps <= checkpoint["global_step"]:
+            raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
+                             "--total-timesteps to go on")
+    check_args(args)
+    return args, checkpoint
+
+
+def check_args(args) -> None:
+    """The checks every training script shares, then the script's own (`validate`)."""
+    def at_least(low, names, strict=False):
+        return [(getattr(args, n) > low if strict else getattr(args, n) >= low, f"--{n.replace('_', '-')} must be "
+                 f"{'>' if strict else '>='} {low}, got {getattr(args, n)}") for n in names]
+
+    checks = at_least(1, ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "log_every",
+                          "target_network_frequency"]) + at_least(0, ["learning_starts", "eval_every",
+                          "checkpoint_every", "threads"]) + at_least(0, ["alpha", "policy_lr", "q_lr", "tau"], True) + [
+        (0.0 <= args.gamma <= 1.0 and args.tau <= 1.0, "--gamma and --tau must be in [0, 1]"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size {args.batch_size} is above --buffer-size {args.buffer_size}"),
+        (args.eval_only or max(args.learning_starts, args.batch_size) < args.total_timesteps,
+         f"--learning-starts {args.learning_starts} and --batch-size {args.batch_size} must be below --total-timesteps "
+         f"{args.total_timesteps}: the run would never learn"),
+        (min(args.hidden_sizes, default=0) >= 1, f"--hidden-sizes needs positive widths, got {args.hidden_sizes}"),
+        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
+        (Path(args.exp_name).name == args.exp_name not in ("", ".", ".."), f"--exp-name {args.exp_name!r} must be a "
+         "plain name: the run directory stays inside --output-dir"),
+        (not args.capture_video or importable("moviepy"), "--capture-video needs moviepy: pip install moviepy"),
+        (not args.track or importable("wandb"), "--track needs wandb: pip install wandb"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
+    validate(args)
+
+
+def importable(module: str) -> bool:
+    """Whether an optional package imports: a copied script runs without tqdm, matplotlib, moviepy or wandb."""
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -615,268 +717,158 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed python, numpy and torch; with `deterministic`, make torch's kernels repeatable (bit-exact on CPU)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS (CUDA >= 10.2) refuses deterministic mode unless this is set before its first call.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
-        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
-        torch.utils.deterministic.fill_uninitialized_memory = False
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
-def check_common_args(args) -> None:
-    """The checks every training script shares; each script adds its own in `validate`."""
-    checks = [
-        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
-        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
-        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
-        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
-        (args.buffer_size >= 1, f"--buffer-size must be >= 1, got {args.buffer_size}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (args.batch_size <= args.buffer_size,
-         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower one"),
-        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
-        (args.learning_starts < args.total_timesteps, f"--learning-starts {args.learning_starts} is not below "
-         f"--total-timesteps {args.total_timesteps}: the run would never learn"),
-        (args.target_network_frequency >= 1,
-         f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
-        (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
-        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} {args.q_lr}"),
-        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
-         f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
-        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
-        (min(args.eval_every, args.checkpoint_every) >= 0, "--eval-every and --checkpoint-every must be >= 0"),
-        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
-        (args.threads >= 0, f"--threads must be >= 0 (0: torch's default), got {args.threads}"),
-        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    resolve_device(args.device)
-    if not args.eval_only:
-        check_writable(Path(args.resume).resolve().parent if args.resume else Path(args.output_dir),
-                       "--resume" if args.resume else "--output-dir")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401  (gymnasium's RecordVideo needs it)
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    if args.track:
-        check_wandb_credentials()
-
-
-def check_writable(directory: Path, flag: str) -> None:
-    """Fail before any work, not after the first evaluation, when the run directory cannot be written."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{flag}: cannot write to {directory} ({error.strerror or error})") from None
-
-
 def check_memory(nbytes: int, device: torch.device, what: str) -> None:
-    """Refuse, before allocating it, a replay buffer larger than the free memory of its device."""
-    if device.type == "cuda":
-        available = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as meminfo:  # Linux; elsewhere the allocation itself is the check
-                available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-        except (OSError, StopIteration):
-            return
-    if nbytes > available:
-        raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of {device.type} "
-                         "memory are free; lower --buffer-size")
+    """Refuse what the device cannot hold before allocating it: on CPU the allocation would succeed, and the operating
+    system kill the run later."""
+    if device.type == "cuda" or hasattr(os, "sysconf"):
+        total = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else (
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        if nbytes > total:
+            raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than the {total / 2**30:.1f} GiB of "
+                             f"{device.type} memory; lower it")
 
 
-# A resumed run keeps every setting of its checkpoint but these: its length, its cadences and where its outputs go.
-RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
-                     "resume", "output_dir", "device", "threads", "compile", "track", "wandb_project_name",
-                     "wandb_entity", "capture_video"}
-
-
-def resume_settings(args, checkpoint: dict, path: str) -> None:
-    """Take the settings of the checkpoint's run into `args`; a flag given on the command line that would change what
-    is learned (another environment, batch size, learning rate, ...) is refused, naming it."""
-    saved, defaults = checkpoint["args"], type(args)()
-    for field in fields(args):
-        if field.name not in saved:
-            continue
-        given, stored = getattr(args, field.name), saved[field.name]
-        stored = tuple(stored) if isinstance(stored, list) else stored
-        if given == getattr(defaults, field.name):  # not on the command line: as the run was
-            setattr(args, field.name, stored)
-        elif given != stored and field.name not in RESUME_MAY_CHANGE:
-            raise UsageError(f"--resume {path}: --{field.name.replace('_', '-')} {given} differs from the checkpoint's "
-                             f"{stored}; a resumed run keeps its settings: only length, cadences and outputs change")
-
-
-def check_wandb_credentials() -> None:
-    """Tracking never prompts: without a key and without WANDB_MODE, say how to proceed."""
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        raise UsageError("--track needs wandb: pip install wandb") from None
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
-        return
-    netrc = Path.home() / ".netrc"
-    if netrc.exists() and "api.wandb.ai" in netrc.read_text():
-        return
-    raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline to log locally")
-
-
-def rng_state() -> dict:
-    """Every random generator a run draws from, as tensors and plain values (loadable with weights_only=True)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def allocate(network, device: torch.device, what: str) -> nn.Module:
+    """network() on `device`, once its float32 weights, gradients and Adam's two moments are known to fit there."""
+    with torch.device("meta"):
+        check_memory(16 * sum(p.numel() for p in network().parameters()), device, what)
+    return network().to(device)
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint written by this script; anything else is a UsageError naming the flag and the file.
-    weights_only=True: loading a checkpoint never runs code from it."""
-    if not os.path.isfile(path):
-        raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory")
+    """A checkpoint written by this script, loaded with weights_only=True (never runs code from the file); anything
+    else is one line naming the flag and the file."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupted, or not a torch file
-        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?"
-                         ) from None
-    if not isinstance(state, dict) or state.get("script") != SCRIPT or "args" not in state:
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory") from None
+    except Exception as error:  # truncated, corrupted, a directory, or not a torch file
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("script") != SCRIPT:
         found = state.get("script") if isinstance(state, dict) else None
-        other = f"{found}.py" if found else "another program"
-        raise UsageError(f"{flag} {path}: this checkpoint was written by {other}, not {SCRIPT}.py")
+        writer = f"{found}.py" if found else "another program"
+        raise UsageError(f"{flag} {path}: this checkpoint was written by {writer}, not {SCRIPT}.py")
+    if not isinstance(state.get("args"), dict) or set(state["args"]) - {field.name for field in fields(Args)}:
+        raise UsageError(f"{flag} {path}: written by another version of {SCRIPT}.py, with other settings")
     return state
 
 
-def non_finite_entry(state, prefix: str = "") -> str | None:
-    """The name of the first floating-point tensor in a (nested) checkpoint dict that holds a NaN or an inf."""
-    if torch.is_tensor(state):
-        return prefix if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
-    for key, value in items:
-        found = non_finite_entry(value, f"{prefix}.{key}" if prefix else str(key))
-        if found is not None:
-            return found
-    return None
+def load_weights(module: nn.Module, state: dict, flag: str) -> None:
+    """load_state_dict, where weights that do not fit the checkpoint's own settings are one line, not a traceback."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:
+        detail = str(error).strip().splitlines()[-1].strip()[:100]
+        raise UsageError(f"{flag}: the checkpoint's weights do not fit its settings ({detail})") from None
+
+
+def hold(directory: Path, flag: str) -> None:
+    """Lock a run directory for as long as this process lives, so that no second process resumes it (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:  # the descriptor stays open: the operating system releases the lock however the process ends
+        fcntl.flock(os.open(directory, os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"{flag} {directory}: another process is running this run") from None
 
 
 class Run:
-    """One training run beside the learning: its directory, metrics.jsonl, progress line, Weights & Biases, the
-    step counter and its cadences, Ctrl-C, checkpoints and summary.json.
-
-    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/ (with a suffix when two runs start
-    in the same second); --resume continues in the checkpoint's own directory, its metrics.jsonl cut back to the
-    checkpoint's step. `checkpoint_state()` returns what this script must save beyond the shared fields."""
+    """One training run beside the learning: its directory (held by one process at a time), metrics.jsonl, curves.png,
+    the progress line, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
+    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/; --resume continues in the
+    checkpoint's directory. `checkpoint_state()` is what the script saves beyond the shared fields."""
 
     def __init__(self, args, checkpoint: dict | None, checkpoint_state):
-        self.args, self.checkpoint_state = args, checkpoint_state
+        self.args, self.checkpoint_state, self.extra, self.summary = args, checkpoint_state, {}, {}
         self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
         self.episodes = checkpoint["episodes"] if checkpoint else 0
-        self.last_return, self.last_eval, self.last_eval_step = None, None, None
+        self.last_return = self.last_eval = self.last_eval_step = self.wandb = self.progress_bar = None
         self.start_time, self.learning_clock, self.eval_seconds = time.time(), None, 0.0
-        self.stop_signal = None
-        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory(args)
-        self.checkpoint_path = self.dir / "checkpoint.pt"
-        for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
-            stale.unlink()
-        (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
-        metrics_path = self.dir / "metrics.jsonl"
-        if checkpoint and metrics_path.exists():
-            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
-            lines = metrics_path.read_text().splitlines()
-            kept = [line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step]
-            metrics_path.write_text("".join(kept))
-        self.metrics_file = open(metrics_path, "a")
-        self.wandb = None
-        if args.track:
-            import wandb
+        self.signals, self.evaluating = 0, False
+        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory()
+        self.checkpoint_path, self.metrics_path = self.dir / "checkpoint.pt", self.dir / "metrics.jsonl"
+        try:
+            for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
+                stale.unlink()
+            (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+            if checkpoint and self.metrics_path.exists():  # forget what was logged after the checkpoint
+                lines = self.metrics_path.read_text().splitlines(keepends=True)
+                kept = [line for line in lines if json.loads(line)["global_step"] <= self.global_step]
+                self.metrics_path.write_text("".join(kept))
+            self.metrics_file = open(self.metrics_path, "a")
+            self.start_wandb()
+        except BaseException:
+            if checkpoint is None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        if sys.stderr.isatty() and importable("tqdm"):  # else a plain line every --log-every steps
+            from tqdm import tqdm
 
-            try:  # a key but no network would otherwise hang for minutes
-                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
-                                        settings=wandb.Settings(init_timeout=30))
-            except Exception as error:
-                raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
-                                 "WANDB_MODE=offline to log locally") from None
-        self.progress_bar = None
-        if sys.stderr.isatty():
+            self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step")
+        self.previous_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def new_directory(self) -> Path:
+        args = self.args
+        name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        for suffix in ["", *(f"-{i}" for i in range(1, 100))]:  # two runs started in the same second
             try:
-                from tqdm import tqdm
-
-                self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step",
-                                         dynamic_ncols=True)
-            except ImportError:  # a copied script without tqdm falls back to plain progress lines
-                pass
-        self.previous_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def new_directory(args) -> Path:
-        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
-            try:
-                path = Path(args.output_dir) / (name + suffix)
-                path.mkdir(parents=True)
+                (path := Path(args.output_dir) / (name + suffix)).mkdir(parents=True)
+                hold(path, "--output-dir")
                 return path
             except FileExistsError:
                 continue
             except OSError as error:
-                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory ({error.strerror})"
+                raise UsageError(f"--output-dir {args.output_dir}: cannot create a directory ({error.strerror})"
                                  ) from None
         raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
 
-    def request_stop(self, signum, frame) -> None:
-        self.stop_signal = signum
+    def start_wandb(self) -> None:
+        """Tracking never prompts: without credentials or a network, one line says what to do."""
+        if not self.args.track:
+            return
+        import wandb
+
+        netrc = Path.home() / ".netrc"
+        if not (os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY")
+                or netrc.exists() and "api.wandb.ai" in netrc.read_text()):
+            raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline")
+        try:
+            self.wandb = wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity,
+                                    config=asdict(self.args), name=self.dir.name, id=self.dir.name, resume="allow",
+                                    dir=str(self.dir), settings=wandb.Settings(init_timeout=30))
+        except Exception as error:
+            raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
+                             "WANDB_MODE=offline to log locally") from None
+
+    def on_signal(self, signum, frame) -> None:
+        """The first Ctrl-C or SIGTERM stops after this step, or at once in an evaluation; a second one at once."""
+        self.signals += 1
+        if self.signals > 1 or self.evaluating:
+            raise KeyboardInterrupt
 
     @property
     def stop_requested(self) -> bool:
-        return self.stop_signal is not None
+        return self.signals > 0
 
-    # ---- the step counter and its cadences ----
     def advance(self, steps: int) -> None:
         self.previous_step, self.global_step = self.global_step, self.global_step + steps
         if self.progress_bar is not None:
             self.progress_bar.update(steps)
 
     def due(self, every: int) -> bool:
-        """True on the step that crosses a multiple of `every` (0: never)."""
-        return crossed(self.previous_step, self.global_step, every)
+        """True on the step that crosses a multiple of `every` (0: never); with N environments the counter jumps N."""
+        return every > 0 and self.global_step // every > self.previous_step // every
 
     def start_learning_clock(self) -> None:
         """Speed is measured over the learning phase only: from the first gradient step on."""
-        if self.learning_clock is None:
-            self.learning_clock = (time.time(), self.previous_step)
+        self.learning_clock = self.learning_clock or (time.time(), self.previous_step)
 
     def sps(self) -> float:
-        if self.learning_clock is None:
-            return 0.0
-        seconds = time.time() - self.learning_clock[0] - self.eval_seconds
+        seconds = time.time() - self.learning_clock[0] - self.eval_seconds if self.learning_clock else 0.0
         return (self.global_step - self.learning_clock[1]) / seconds if seconds > 0 else 0.0
 
-    # ---- metrics ----
     def log(self, metrics: dict) -> None:
         """One event of metrics.jsonl (and of W&B with --track)."""
         record = {"global_step": self.global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
@@ -886,8 +878,7 @@ class Run:
             self.wandb.log(metrics, step=self.global_step)
 
     def log_episode(self, episode_return: float, length: int) -> None:
-        self.episodes += 1
-        self.last_return = float(episode_return)
+        self.episodes, self.last_return = self.episodes + 1, float(episode_return)
         self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(length)})
 
     def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
@@ -896,160 +887,122 @@ class Run:
         values = {name: float(value) for name, value in metrics.items()}
         bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
         if bad is not None:
-            raise NonFiniteLoss(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
-        sps = self.sps()
-        self.log({**values, "charts/SPS": round(sps, 1)})
-        text = f"SPS {sps:.0f}" if self.learning_clock is not None else "random actions, learning not started"
+            raise RunFailed(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
+        self.log({**values, "charts/SPS": round(self.sps(), 1)})
+        text = f"SPS {self.sps():.0f}" if self.learning_clock else "random actions, learning not started"
         text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
         if self.progress_bar is not None:
             self.progress_bar.set_postfix_str(text)
         else:
             print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
 
-    def log_evaluation(self, evaluate) -> dict:
-        """Run `evaluate()` (a dict of eval/... metrics), log it, and keep its time out of the speed."""
-        started = time.time()
-        self.last_eval, self.last_eval_step = evaluate(), self.global_step
-        self.eval_seconds += time.time() - started if self.learning_clock is not None else 0.0
+    def log_evaluation(self, evaluate) -> None:
+        """Run `evaluate()` (a dict of eval/... metrics; a signal stops it at once), log it, keep its time out of the
+        speed, and redraw curves.png."""
+        started, self.evaluating = time.time(), True
+        try:
+            self.last_eval, self.last_eval_step = evaluate(), self.global_step
+        finally:
+            self.evaluating = False
         self.log(self.last_eval)
-        return self.last_eval
+        self.plot()
+        self.eval_seconds += time.time() - started if self.learning_clock else 0.0
 
-    # ---- checkpoints ----
+    def plot(self) -> None:
+        """curves.png, when matplotlib is there: the returns, the critic, and α with the policy's entropy (its target
+        dashed)."""
+        if not importable("matplotlib"):
+            return
+        from matplotlib.figure import Figure  # no pyplot: no window, whatever the backend
+
+        events = [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
+        figure = Figure(figsize=(15, 3.6), layout="tight")
+        axes = figure.subplots(1, 3)
+        panels = {"returns": ["charts/episodic_return", "eval/return_mean"],
+                  "critic": ["losses/qf_loss", "losses/q_mean"],
+                  "temperature": ["losses/alpha", "losses/entropy", "losses/target_entropy"]}
+        for axis, (title, keys) in zip(axes, panels.items()):
+            for key in keys:
+                points = [(event["global_step"], event[key]) for event in events if key in event]
+                if points:
+                    axis.plot(*zip(*points), ".-" if key.startswith("eval") else "-", label=key)
+            axis.set(title=title, xlabel="environment steps")
+            if axis.lines:
+                axis.legend(fontsize=8)
+        if isinstance(target := getattr(self.args, "target_entropy", None), float):
+            axes[2].axhline(target, color="grey", linestyle="--")
+        figure.suptitle(self.dir.name, fontsize=9)
+        try:
+            figure.savefig(self.dir / "curves.png", dpi=80)
+        except OSError:  # a full disk is reported by the files that matter, not by the picture
+            pass
+
     def kept_checkpoint(self) -> str:
         if self.checkpoint_path.exists():
             return f"the last good checkpoint is {self.checkpoint_path}"
         return "no checkpoint was written"
 
     def save(self) -> None:
-        """Write checkpoint.pt atomically (a temporary file, then os.replace), so a crash mid-write keeps the previous
-        one; never over a good checkpoint with NaN or inf weights."""
+        """Write checkpoint.pt atomically (a temporary file, then os.replace), so that a crash or a full disk mid-write
+        keeps the previous one; never over a good checkpoint with NaN or inf weights."""
         state = {"script": SCRIPT, "args": asdict(self.args), "global_step": self.global_step,
-                 "episodes": self.episodes, "rng": rng_state(), **self.checkpoint_state()}
-        bad = non_finite_entry({key: value for key, value in state.items() if key != "buffer"})
-        if bad is not None:
-            raise NonFiniteLoss(f"{bad} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
+                 "episodes": self.episodes, "rng": {"torch": torch.get_rng_state(), "cuda":
+                 torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, **self.checkpoint_state()}
+        for name, tensor in state["agent"].items():
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise RunFailed(f"{name} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
         temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        try:
+            with open(temporary, "wb") as file:  # a file object: a full disk is then an OSError that says so
+                torch.save(state, file)
+            os.replace(temporary, self.checkpoint_path)
+        except OSError as error:
+            raise RunFailed(f"cannot write {self.checkpoint_path} ({error.strerror}); {self.kept_checkpoint()}"
+                            ) from None
+        finally:
+            temporary.unlink(missing_ok=True)
 
-    # ---- the end ----
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, error_type, error, traceback) -> None:
-        """On any way out, Ctrl-C and crashes included, save what was learned (unless it is no longer finite)."""
+    def __exit__(self, error_type, error, traceback) -> bool:
+        """However the run ends, save what was learned (not after a failure, nor mid-step after a second signal), write
+        summary.json; an interruption ends here, as a stop after the step would."""
         try:
-            if error_type is not NonFiniteLoss:
+            if error_type is not RunFailed and not (error_type is KeyboardInterrupt and self.signals > 1):
                 self.save()
+        except RunFailed as failure:
+            error = failure
+            raise
         finally:
             for s, handler in self.previous_handlers.items():
                 signal.signal(s, handler)
+            last_eval = self.last_eval or {"eval/return_mean": None, "eval/return_std": None}
+            self.summary = {"global_step": self.global_step, "train_sps": round(self.sps(), 1),
+                            **{key.replace("/", "_"): value for key, value in last_eval.items()},
+                            "episodes": self.episodes, "wall_time_s": round(time.time() - self.start_time, 2),
+                            "run_dir": str(self.dir),
+                            "interrupted": self.signals > 0 and self.global_step < self.args.total_timesteps,
+                            "error": None if error is None or isinstance(error, KeyboardInterrupt) else str(error),
+                            **self.extra}
+            (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=2))
             self.metrics_file.close()
+            if not self.signals:  # a stop asked for is answered at once; curves.png keeps its last evaluation
+                self.plot()
             if self.progress_bar is not None:
                 self.progress_bar.close()
             if self.wandb is not None:
                 self.wandb.finish()
-
-    def finish(self, **extra) -> dict:
-        """Write summary.json and print the closing line; the returned dict carries the exit status."""
-        summary = {
-            "global_step": self.global_step,
-            "train_sps": round(self.sps(), 1),
-            "eval_return_mean": self.last_eval["eval/return_mean"] if self.last_eval else None,
-            "eval_return_std": self.last_eval["eval/return_std"] if self.last_eval else None,
-            "episodes": self.episodes,
-            "wall_time_s": round(time.time() - self.start_time, 2),
-            "run_dir": str(self.dir.resolve()),
-            "interrupted": self.stop_requested,
-            **extra,
-        }
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"{self.dir}: step {self.global_step}, eval return {summary['eval_return_mean']}, "
-              f"train SPS {summary['train_sps']}" + (" (interrupted)" if self.stop_requested else ""), file=sys.stderr)
-        return {**summary, "exit_code": EXIT_INTERRUPTED if self.stop_requested else EXIT_OK}
-
-
-def main(args) -> int:
-    """Train (or, with --eval-only, evaluate a checkpoint); bad input exits 2, a non-finite loss 1, Ctrl-C 130."""
-    try:
-        return (evaluate_checkpoint(args) if args.eval_only else train(args))["exit_code"]
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except NonFiniteLoss as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NON_FINITE
+            print(f"{self.dir}: step {self.global_step}, eval return {self.summary['eval_return_mean']}, train SPS "
+                  f"{self.summary['train_sps']}" + " (interrupted)" * self.summary["interrupted"], file=sys.stderr)
+        return error_type is KeyboardInterrupt
 
 
 # ---- end of the shared plumbing ----
 
 
-# ---- What only this script saves, restores and checks ----
-def env_state(envs) -> dict:
-    """The state of the vector environment for an exact resume, as tensors and plain values, not a pickle (loading a
-    pickle can run code): every plain attribute of every wrapper layer, the random generators, and MuJoCo's physics."""
-    return {"vector": layers_state(envs), "action_space_rng": envs.action_space.np_random.bit_generator.state,
-            "envs": [{"layers": layers_state(env), "physics": mujoco_state(env.unwrapped)}
-                     for env in envs.unwrapped.envs]}
-
-
-def set_env_state(envs, state: dict) -> None:
-    """Put env_state back into freshly made (and reset) environments of the same id."""
-    set_layers_state(envs, state["vector"])
-    envs.action_space.np_random.bit_generator.state = state["action_space_rng"]
-    for env, saved in zip(envs.unwrapped.envs, state["envs"]):
-        set_layers_state(env, saved["layers"])
-        if saved["physics"] is not None:
-            import mujoco
-
-            base = env.unwrapped
-            mujoco.mj_setState(base.model, base.data, saved["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
-            mujoco.mj_forward(base.model, base.data)
-
-
-def layers_state(env) -> list[dict]:
-    """For each layer from the outermost wrapper in: its plain attributes (numbers, strings, numpy values as tensors)
-    and its random generator's state."""
-    layers = []
-    while env is not None:
-        plain = {}
-        for name, value in vars(env).items():
-            if isinstance(value, np.ndarray) and value.dtype != object:
-                plain[name] = ("array", torch.from_numpy(value.copy()))
-            elif isinstance(value, np.generic):
-                plain[name] = ("scalar", torch.from_numpy(np.asarray(value)))
-            elif value is None or isinstance(value, (bool, int, float, str)):
-                plain[name] = ("value", value)
-        rng = vars(env).get("_np_random")
-        layers.append({"plain": plain, "rng": rng.bit_generator.state if rng is not None else None})
-        env = vars(env).get("env")
-    return layers
-
-
-def set_layers_state(env, layers: list[dict]) -> None:
-    for saved in layers:
-        for name, (kind, value) in saved["plain"].items():
-            setattr(env, name, value.numpy() if kind == "array" else value.numpy()[()] if kind == "scalar" else value)
-        if saved["rng"] is not None:
-            vars(env)["_np_random"].bit_generator.state = saved["rng"]
-        env = vars(env).get("env")
-
-
-def mujoco_state(base) -> torch.Tensor | None:
-    """MuJoCo's full integration state (positions, velocities, controls, time), or None for other environments."""
-    if not (hasattr(base, "model") and hasattr(base, "data")):
-        return None
-    import mujoco
-
-    spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    state = np.empty(mujoco.mj_stateSize(base.model, spec))
-    mujoco.mj_getState(base.model, base.data, state, spec)
-    return torch.from_numpy(state)
-
-
+# ---- What only this script checks, saves and restores ----
 def validate(args: Args) -> None:
-    if args.variant == "v1":
-        args.autotune = False  # 2018a fixes alpha (1, with the reward scale as the inverse temperature)
     checks = [
         (args.reward_scale > 0.0, f"--reward-scale must be > 0, got {args.reward_scale}"),
         (args.policy_frequency >= 1, f"--policy-frequency must be >= 1, got {args.policy_frequency}"),
@@ -1059,69 +1012,47 @@ def validate(args: Args) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    check_common_args(args)
 
 
-def prepare(args: Args) -> dict | None:
-    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run), whose settings the
-    run keeps."""
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume, "--resume")
-        resume_settings(args, checkpoint, args.resume)
-    validate(args)
-    seed_everything(args.seed, args.torch_deterministic)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    return checkpoint
+def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args) -> dict:
+    """What a resume needs beyond the shared fields: networks, optimizers, the replay buffer (with --save-buffer)."""
+    return {"agent": agent.state_dict(), "gradient_steps": learner.gradient_steps,
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in learner.optimizers().items()},
+            "buffer": buffer.state_dict() if args.save_buffer else None}
 
 
-def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer, envs, obs: np.ndarray, args: Args) -> dict:
-    """What an exact resume needs beyond the shared fields: networks, optimizers, environments, the replay buffer."""
-    return {
-        "agent": agent.state_dict(),
-        "optimizers": {name: optimizer.state_dict() for name, optimizer in learner.optimizers().items()},
-        "gradient_steps": learner.gradient_steps,
-        "envs": env_state(envs),
-        "obs": torch.from_numpy(obs),
-        "buffer": buffer.state_dict() if args.save_buffer else None,
-    }
-
-
-def restore(checkpoint: dict, envs, agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args):
-    """Load a checkpoint_state into the run; returns the environments' current observation."""
-    agent.load_state_dict(checkpoint["agent"])
+def restore(checkpoint: dict, agent: Agent, learner: Learner, buffer: ReplayBuffer) -> None:
+    """Load a checkpoint_state into the run. The environments are not in it: the resumed run starts new episodes."""
+    load_weights(agent, checkpoint["agent"], "--resume")
     for name, optimizer in learner.optimizers().items():
         optimizer.load_state_dict(checkpoint["optimizers"][name])
     learner.gradient_steps = checkpoint["gradient_steps"]
-    set_rng_state(checkpoint["rng"])
-    envs.reset(seed=args.seed)  # creates every generator and flag that set_env_state then overwrites
-    set_env_state(envs, checkpoint["envs"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     if checkpoint["buffer"] is not None:
         buffer.load_state_dict(checkpoint["buffer"])
     else:
-        print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one",
+        print("note: the checkpoint holds no replay buffer (--save-buffer); learning resumes from an empty one",
               file=sys.stderr)
-    return checkpoint["obs"].numpy()
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-only: rebuild the actor of a checkpoint and evaluate it (with --capture-video, also record an episode)."""
-    state = load_checkpoint(args.eval_only, "--eval-only")
-    saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
-    saved.eval_episodes, saved.seed, saved.capture_video = args.eval_episodes, args.seed, args.capture_video
+    """--eval-only: the checkpoint's policy, evaluated as in training (with --capture-video, videos next to it)."""
+    args, checkpoint = start(with_defaults(args))
     device = resolve_device(args.device)
-    env = make_env(saved.env_id)
-    agent = Agent(saved, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
+    env = make_env(args.env_id)
+    agent = Agent(args, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
     env.close()
-    agent.load_state_dict(state["agent"])
-    result = evaluate(agent, saved, device, args.eval_episodes)
+    load_weights(agent, checkpoint["agent"], "--eval-only")
+    result = evaluate(agent, args, device, args.eval_episodes)
     if args.capture_video:
-        evaluate(agent, saved, device, 1, video_dir=str(Path(args.eval_only).resolve().parent / "videos"))
-    summary = {"eval_return_mean": result["eval/return_mean"], "eval_return_std": result["eval/return_std"],
-               "global_step": state["global_step"], "checkpoint": args.eval_only}
+        evaluate(agent, args, device, 1, video_dir=str(Path(args.eval_only).resolve().parent / "videos"))
+    summary = {"env_id": args.env_id, "eval_return_mean": result["eval/return_mean"],
+               "eval_return_std": result["eval/return_std"], "global_step": checkpoint["global_step"],
+               "checkpoint": args.eval_only}
     print(json.dumps(summary))
-    return {**summary, "exit_code": EXIT_OK}
+    return summary
 
 
 if __name__ == "__main__":

@@ -16,23 +16,22 @@ Nature CNN, stacked frames, and a replay buffer that stores each uint8 frame onc
 Read top to bottom: the settings, the environments, the math, the networks, the replay buffers, one gradient step, the
 training loop, evaluation; below the "Plumbing" banner is only bookkeeping (run directory, checkpoints, errors).
 
-Run:  python sac_discrete.py                         # CartPole-v1 (README: measured results)
-      python sac_discrete.py --env-id ALE/Pong-v5 --total-timesteps 5000000 --learning-starts 20000 \
-          --update-frequency 4 --tau 1.0 --target-network-frequency 2000 --q-lr 3e-4 --target-entropy-scale 0.89
+Run:  python sac_discrete.py                                    # CartPole-v1 (README: measured results)
+      python sac_discrete.py --env-id MsPacmanNoFrameskip-v4         # Atari 100k, the paper's setting (PRESETS)
 """
 
 from __future__ import annotations
 
-import copy
-import functools
+import importlib.util
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -48,6 +47,48 @@ SCRIPT = "sac_discrete"
 
 @dataclass
 class Args:
+    # The algorithm
+    env_id: str = "CartPole-v1"
+    """gymnasium id with a Discrete action space (CartPole-v1, Acrobot-v1, LunarLander-v3, ALE/Pong-v5, ...)"""
+    total_timesteps: int | None = None
+    """environment steps, all vector envs together (default from PRESETS: vectors 30k; pixels 100k, the paper)"""
+    num_envs: int = 1
+    """parallel environments (gymnasium SyncVectorEnv)"""
+    buffer_size: int | None = None
+    """replay capacity in transitions (default from PRESETS: vectors 1M; pixels 100k, stored once: 0.7 GiB)"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float | None = None
+    """Polyak rate of the target critics (default from PRESETS: vectors 0.01, tuned here; pixels 1, a hard copy)"""
+    batch_size: int = 64
+    """minibatch size (64: Christodoulou 2019 and CleanRL sac_atari)"""
+    learning_starts: int | None = None
+    """uniformly random actions for this many environment steps first (default from PRESETS: vectors 1k; pixels 20k)"""
+    policy_lr: float = 3e-4
+    """Adam learning rate of the policy (Christodoulou 2019: 3e-4)"""
+    q_lr: float | None = None
+    """Adam learning rate of the critics and of log alpha (default from PRESETS: vectors 1e-3, tuned; pixels 3e-4)"""
+    adam_eps: float | None = None
+    """Adam epsilon (default from PRESETS: vectors 1e-4, as CleanRL; pixels 1e-8: 1e-4 stalled the actor here)"""
+    update_frequency: int | None = None
+    """one gradient step every this many environment steps (default from PRESETS: vectors 1; pixels 4, the paper)"""
+    target_network_frequency: int | None = None
+    """gradient steps between target updates (default from PRESETS: vectors 1; pixels 2000, 8000 env steps)"""
+    alpha: float = 0.2
+    """temperature: the fixed value, or the initial one with --autotune"""
+    autotune: bool = True
+    """learn alpha by minimising the temperature loss (DSAC-7) towards the target entropy"""
+    target_entropy_scale: float | None = None
+    """H-bar = scale * log|A| (default from PRESETS: vectors 0.5, measured best on CartPole; pixels 0.98, the paper)"""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """hidden layer widths of the MLPs used for vector observations"""
+    frame_stack: int = 4
+    """frames stacked for image observations (Mnih et al. 2015)"""
+    terminal_on_life_loss: bool = True
+    """Atari only: a lost life ends the episode for the update (DQN, CleanRL, SB3); scores count whole games"""
+    clip_rewards: bool = True
+    """Atari only: store sign(reward) in the replay buffer; logged and evaluated scores stay unclipped"""
+    # The run: seeding, evaluation, outputs, checkpoints
     exp_name: str = SCRIPT
     """name of the experiment, part of the run directory name"""
     seed: int = 1
@@ -58,48 +99,6 @@ class Args:
     """where the networks and the replay buffer live (auto: cuda when available)"""
     threads: int = 1
     """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
-    env_id: str = "CartPole-v1"
-    """gymnasium id with a Discrete action space (CartPole-v1, Acrobot-v1, LunarLander-v3, ALE/Pong-v5, ...)"""
-    total_timesteps: int = 30_000
-    """environment steps in total (all vector envs together); 30k solves CartPole-v1 (README)"""
-    num_envs: int = 1
-    """parallel environments (gymnasium SyncVectorEnv)"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions (CleanRL sac_atari); frames are stored once, so 1M Atari frames is ~6.6 GiB"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.01
-    """Polyak rate of the target critics (tuned here; Atari: 1.0, a hard copy)"""
-    batch_size: int = 64
-    """minibatch size (64: Christodoulou 2019 and CleanRL sac_atari)"""
-    learning_starts: int = 1_000
-    """uniformly random actions for this many environment steps before learning (tuned for CartPole; Atari: 20000)"""
-    policy_lr: float = 3e-4
-    """Adam learning rate of the policy and of log alpha (Christodoulou 2019)"""
-    q_lr: float = 1e-3
-    """Adam learning rate of the twin critics (tuned here for CartPole, README; Christodoulou 2019: 3e-4)"""
-    adam_eps: float = 1e-4
-    """Adam epsilon; for pixels pass 1e-8: this default, CleanRL's 1e-4, stalls the image actor (docs/pitfalls.md)"""
-    update_frequency: int = 1
-    """one gradient step every this many environment steps (Atari: 4)"""
-    target_network_frequency: int = 1
-    """gradient steps between target updates (1: Polyak every step; Atari: 8000 env steps / 4 = 2000, --tau 1)"""
-    alpha: float = 0.2
-    """temperature: the fixed value, or the initial one with --autotune"""
-    autotune: bool = True
-    """learn alpha by minimising the temperature loss (DSAC-7) towards the target entropy"""
-    target_entropy_scale: float = 0.5
-    """target entropy H-bar = scale * log|A| (paper 0.98, CleanRL 0.89; 0.5 measured best on CartPole, README)"""
-    hidden_sizes: tuple[int, ...] = (128, 128)
-    """hidden layer widths of the MLPs used for vector observations"""
-    q_loss: Literal["mse", "huber"] = "mse"
-    """critic loss: 1/2 (Q - y)^2 (DSAC-5), or Huber (smooth L1), which bounds the gradient of large errors"""
-    frame_stack: int = 4
-    """frames stacked for image observations (Mnih et al. 2015)"""
-    terminal_on_life_loss: bool = True
-    """Atari only: a lost life ends the episode for the update (DQN, CleanRL, SB3); scores count whole games"""
-    clip_rewards: bool = True
-    """Atari only: store sign(reward) in the replay buffer; logged and evaluated scores stay unclipped"""
     eval_every: int = 10_000
     """evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10
@@ -126,6 +125,16 @@ class Args:
     """W&B entity (team or user)"""
     capture_video: bool = False
     """record a greedy episode of the final policy to {run_dir}/videos (needs moviepy)"""
+
+# Defaults that depend on the observations, filled into the None fields above by `with_defaults`. "vector" was tuned
+# here on CartPole-v1; "pixels" is the discrete SAC paper's Atari setting (Christodoulou 2019, Table 1), measured
+# here on three games (benchmarks/README.md), with Adam's eps 1e-8 (docs/pitfalls.md#adam-eps-and-init).
+PRESETS = {
+    "vector": dict(total_timesteps=30_000, buffer_size=1_000_000, learning_starts=1_000, update_frequency=1, tau=0.01,
+                   target_network_frequency=1, q_lr=1e-3, adam_eps=1e-4, target_entropy_scale=0.5),
+    "pixels": dict(total_timesteps=100_000, buffer_size=100_000, learning_starts=20_000, update_frequency=4, tau=1.0,
+                   target_network_frequency=2_000, q_lr=3e-4, adam_eps=1e-8, target_entropy_scale=0.98),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -174,43 +183,35 @@ def make_registered(env_id: str, **kwargs) -> gym.Env:
         raise UsageError(f"--env-id {env_id} needs an extra package: {error}") from None
     except gym.error.Error as error:
         raise UsageError(f"--env-id {env_id} is not a registered gymnasium environment ({error})") from None
+    except ModuleNotFoundError as error:  # the module of a module:Env-v0 id
+        raise UsageError(f"--env-id {env_id}: no module named {error.name!r} to import it from") from None
 
 
-def make_env(args: Args, seed: int, video_dir: str | None = None):
-    """A function building one environment with the standard preprocessing; evaluation environments play full games.
-    Atari: no-op starts, frame skip 4 with max-pooling, 84x84 grayscale (Mnih et al. 2015); frames are then stacked."""
-
-    def thunk() -> gym.Env:
-        render = {"render_mode": "rgb_array"} if video_dir is not None else {}
-        if is_atari(args.env_id):
-            try:
-                import ale_py
-            except ImportError:
-                raise UsageError(f"--env-id {args.env_id} needs ale-py: pip install ale-py") from None
-            gym.register_envs(ale_py)
-            # AtariPreprocessing does the frame skipping (max-pooling the last two frames), so the ALE must not.
-            env = make_registered(args.env_id, frameskip=1, **render)
-            try:
-                import cv2  # noqa: F401  (AtariPreprocessing resizes with OpenCV)
-            except ImportError:
-                raise UsageError(f"--env-id {args.env_id} needs OpenCV for the preprocessing: "
-                                 "pip install opencv-python") from None
-            # Its own terminal_on_life_loss would end the game (the vector env then resets it): AtariLives instead.
-            env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True,
-                                                  scale_obs=False, terminal_on_life_loss=False)
-            env = AtariLives(env)  # docs/pitfalls.md#atari-life-loss
-        else:
-            env = make_registered(args.env_id, **render)
-        space = env.observation_space
-        if isinstance(space, gym.spaces.Box) and len(space.shape) == 2 and space.dtype == np.uint8:
-            env = gym.wrappers.FrameStackObservation(env, args.frame_stack)
-        if video_dir is not None:
-            env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: episode == 0,
-                                           disable_logger=True)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """One environment with the standard preprocessing; evaluation environments play full games. Atari: no-op starts,
+    frame skip 4 with max-pooling, 84x84 grayscale (Mnih et al. 2015); frames are then stacked."""
+    render = {"render_mode": render_mode} if render_mode else {}
+    if is_atari(args.env_id):
+        try:
+            import ale_py
+        except ImportError:
+            raise UsageError(f"--env-id {args.env_id} needs ale-py: pip install ale-py") from None
+        gym.register_envs(ale_py)
+        # AtariPreprocessing does the frame skipping (max-pooling the last two frames), so the ALE must not.
+        env = make_registered(args.env_id, frameskip=1, **render)
+        if not importable("cv2"):  # AtariPreprocessing resizes with OpenCV
+            raise UsageError(f"--env-id {args.env_id} needs OpenCV for the preprocessing: pip install opencv-python")
+        # Its own terminal_on_life_loss would end the game (the vector env then resets it): AtariLives instead.
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True,
+                                              scale_obs=False, terminal_on_life_loss=False)
+        env = AtariLives(env)  # docs/pitfalls.md#atari-life-loss
+    else:
+        env = make_registered(args.env_id, **render)
+    check_spaces(args.env_id, env.observation_space, env.action_space)
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 2 and space.dtype == np.uint8:
+        env = gym.wrappers.FrameStackObservation(env, args.frame_stack)
+    return env
 
 
 def check_spaces(env_id: str, observation_space, action_space) -> None:
@@ -219,11 +220,10 @@ def check_spaces(env_id: str, observation_space, action_space) -> None:
                          "use sac_continuous.py")
     if not isinstance(action_space, gym.spaces.Discrete):
         raise UsageError(f"--env-id {env_id} has action space {action_space}; sac_discrete.py needs Discrete")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 3):
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 2) or (
+            len(observation_space.shape) == 2 and observation_space.dtype != np.uint8):
         raise UsageError(f"--env-id {env_id} has observation space {observation_space}; "
                          "sac_discrete.py needs a flat Box vector or 2-D uint8 frames")
-    if len(observation_space.shape) == 3 and observation_space.dtype != np.uint8:
-        raise UsageError(f"--env-id {env_id}: image observations must be uint8 frames, got {observation_space}")
 
 
 def is_image(obs_shape: tuple[int, ...]) -> bool:
@@ -231,18 +231,21 @@ def is_image(obs_shape: tuple[int, ...]) -> bool:
 
 
 def make_vector_env(args: Args) -> gym.vector.VectorEnv:
-    """SAME_STEP autoreset: a finished episode's true last observation is in info["final_obs"] on the step it ends,
-    and the observation returned is already the next episode's first, so no stored transition crosses an episode
-    boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus reset transition instead;
-    docs/pitfalls.md#vector-autoreset)."""
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args, args.seed + i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
-    check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
-    if is_image(envs.single_observation_space.shape) and args.adam_eps > 1e-6:
-        print(f"note: with image observations, --adam-eps {args.adam_eps:g} stalled the actor in our Atari runs; "
-              "pass --adam-eps 1e-8 (docs/pitfalls.md#adam-eps-and-init)", file=sys.stderr)
+    """--num-envs copies of make_env, with SAME_STEP autoreset: a finished episode's true last observation is in
+    info["final_obs"] on the step it ends, and the observation returned is already the next episode's first, so no
+    stored transition crosses an episode boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus
+    reset transition instead; docs/pitfalls.md#vector-autoreset)."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args)] * args.num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def with_defaults(args: Args) -> Args:
+    """Args with its None fields filled from PRESETS, by the kind of observation: vectors, or pixels (2-D frames)."""
+    env = make_env(args)
+    kind = "pixels" if is_image(env.observation_space.shape) else "vector"
+    env.close()
+    return replace(args, **{key: value for key, value in PRESETS[kind].items() if getattr(args, key) is None})
 
 
 def terminal_for_update(terminations: np.ndarray, infos: dict, life_loss: bool) -> np.ndarray:
@@ -291,13 +294,11 @@ def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: to
     return reward + gamma * (1.0 - terminated) * next_value
 
 
-def critic_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """J_Q = Σ_i E[½(Q_i(s,a) − y)²] over the twin critics (DSAC-5); 2018b, Eq. 5. q_taken: (2, B), target: (B,).
-    kind="huber" replaces ½e² by Huber(e) (quadratic for |e| ≤ 1, linear beyond), an option against Q blow-ups."""
-    target = target.unsqueeze(0).expand_as(q_taken)
-    if kind == "huber":
-        return 2.0 * F.smooth_l1_loss(q_taken, target)
-    return 2.0 * 0.5 * F.mse_loss(q_taken, target)  # the mean over both critics, times 2: the sum of the two losses
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_Q = Σ_i E[½(Q_i(s,a) − y)²] over the twin critics (DSAC-5); 2018b, Eq. 5. q: (2, B), target: (B,)."""
+    # A (B, 1) target would broadcast to (2, B, B) without an error: docs/pitfalls.md#silent-broadcasting.
+    assert target.shape == q.shape[1:], f"target {tuple(target.shape)} against Q {tuple(q.shape)}"
+    return 0.5 * ((q - target) ** 2).mean(dim=1).sum()
 
 
 def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -306,12 +307,12 @@ def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, al
     return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
 
 
-def temperature_loss(probs: torch.Tensor, log_probs: torch.Tensor, log_alpha: torch.Tensor,
-                     target_entropy: float) -> torch.Tensor:
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-7); Christodoulou 2019, Alg. 1; 2018b, Eq. 18.
-    A function of α alone: its gradient in log α is −α(H̄ − H(π)), so α grows while the entropy is below the
-    target and shrinks above. log α is optimised so that α stays positive (docs/pitfalls.md#temperature-log-alpha)."""
-    return (probs.detach() * (-log_alpha.exp() * (log_probs.detach() + target_entropy))).sum(-1).mean()
+    log_prob is the exact expectation π(·|s)ᵀ log π(·|s) = −H(π(·|s)) per state. Written, as in
+    sac_continuous.py, with log α in place of α: the gradient has the same sign, α stays positive, and the step does
+    not shrink as α does (docs/pitfalls.md#temperature-log-alpha). Entropy below the target makes α grow."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
 def target_entropy_for(n_actions: int, scale: float) -> float:
@@ -409,6 +410,10 @@ class Actor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(scaled_frames(obs) if self.is_image else obs)
 
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ π(·|s) for acting (DSAC-1)."""
+        return torch.multinomial(F.softmax(self(obs), dim=-1), 1).squeeze(1)
+
 
 class TwinCritic(nn.Module):
     """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|)
@@ -483,9 +488,9 @@ class ReplayBuffer:
         return Batch(**{name: store[rows] for name, store in self.stores().items()})
 
     def state_dict(self) -> dict:
-        """The filled rows only."""
+        """The filled rows only: a copy, since saving a slice would write the whole preallocated tensor."""
         return {"position": self.position, "size": self.size,
-                **{name: store[: self.size].cpu() for name, store in self.stores().items()}}
+                **{name: store[: self.size].clone().cpu() for name, store in self.stores().items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.position, self.size = state["position"], state["size"]
@@ -564,7 +569,7 @@ class FrameReplayBuffer:
 
     def state_dict(self) -> dict:
         """The slots written so far only."""
-        return {**{name: store[:, : self.filled].cpu() for name, store in self.stores().items()},
+        return {**{name: store[:, : self.filled].clone().cpu() for name, store in self.stores().items()},
                 "filled": self.filled, "position": torch.from_numpy(self.position.copy()),
                 "episode_step": torch.from_numpy(self.episode_step.copy())}
 
@@ -596,24 +601,32 @@ def make_buffer(args: Args, obs_shape: tuple[int, ...], device: torch.device) ->
     return FrameReplayBuffer(args.buffer_size, args.num_envs, obs_shape, device)
 
 
+class Agent(nn.Module):
+    """Every learned tensor, so one state_dict checkpoints them all."""
+
+    def __init__(self, args: Args, obs_shape: tuple[int, ...], n_actions: int):
+        super().__init__()
+        self.actor = Actor(obs_shape, n_actions, args.hidden_sizes)
+        self.critic = TwinCritic(obs_shape, n_actions, args.hidden_sizes)
+        self.critic_target = TwinCritic(obs_shape, n_actions, args.hidden_sizes)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=bool(args.autotune))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # One gradient step
 # ----------------------------------------------------------------------------------------------------------------------
-class Agent:
-    """Actor, twin critics and their targets, log α, their optimizers, and `update`, one gradient step. The losses are
-    pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow, eager."""
+class Learner:
+    """The gradient steps, called every --update-frequency environment steps; nothing here synchronises with the host.
+    The losses are pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow."""
 
-    def __init__(self, args: Args, obs_shape: tuple[int, ...], n_actions: int, device: torch.device):
-        self.args, self.device = args, device
-        self.actor = Actor(obs_shape, n_actions, args.hidden_sizes).to(device)
-        self.critic = TwinCritic(obs_shape, n_actions, args.hidden_sizes).to(device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
-        self.target_entropy = target_entropy_for(n_actions, args.target_entropy_scale)
-        adam = functools.partial(torch.optim.Adam, eps=args.adam_eps, fused=True)  # fused: one kernel per step
-        self.q_optimizer = adam(self.critic.parameters(), lr=args.q_lr)
-        self.actor_optimizer = adam(self.actor.parameters(), lr=args.policy_lr)
-        self.alpha_optimizer = adam([self.log_alpha], lr=args.policy_lr)
+    def __init__(self, agent: Agent, args: Args, target_entropy: float):
+        self.agent, self.args, self.target_entropy = agent, args, target_entropy
+        adam = {"eps": args.adam_eps, "fused": True}  # fused: one kernel per optimizer step (CPU and CUDA)
+        self.q_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.q_lr, **adam)
+        self.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=args.policy_lr, **adam)
+        self.alpha_optimizer = torch.optim.Adam([agent.log_alpha], lr=args.q_lr, **adam)
         # The optimizers of the policy step, and the parameters its one backward pass computes gradients for.
         self.policy_optimizers = [self.actor_optimizer] + ([self.alpha_optimizer] if args.autotune else [])
         self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups
@@ -623,45 +636,44 @@ class Agent:
             self.critic_losses = torch.compile(self.critic_losses)
             self.policy_losses = torch.compile(self.policy_losses)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """a ~ π(·|s) for a batch of observations, to explore (DSAC-1)."""
-        with torch.no_grad():
-            logits = self.actor(torch.as_tensor(obs, device=self.device))
-            return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu().numpy()
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {name: getattr(self, name) for name in ["q_optimizer", "actor_optimizer", "alpha_optimizer"]}
 
     def critic_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """J_Q (DSAC-5) towards y (DSAC-4), with the exact soft value of s' under the target critics (DSAC-3)."""
-        alpha = self.log_alpha.detach().exp()
+        agent, args = self.agent, self.args
+        alpha = agent.log_alpha.detach().exp()
         with torch.no_grad():
-            next_probs, next_log_probs = policy_probabilities(self.actor(batch.next_obs))
-            next_value = soft_state_value(next_probs, next_log_probs, self.critic_target(batch.next_obs), alpha)
-            target = soft_q_target(batch.rewards, batch.terminated, next_value, self.args.gamma)
-        q_all = self.critic(batch.obs)
-        q_taken = q_all.gather(2, batch.actions.view(1, -1, 1).expand(2, -1, 1)).squeeze(2)
-        loss = critic_loss(q_taken, target, self.args.q_loss)
-        return loss, {"losses/qf_loss": loss.detach(), "losses/alpha": alpha, "losses/q_mean": q_taken.detach().mean(),
+            next_probs, next_log_probs = policy_probabilities(agent.actor(batch.next_obs))
+            next_value = soft_state_value(next_probs, next_log_probs, agent.critic_target(batch.next_obs), alpha)
+            target = soft_q_target(batch.rewards, batch.terminated, next_value, args.gamma)
+        q_all = agent.critic(batch.obs)
+        q = q_all.gather(2, batch.actions.view(1, -1, 1).expand(2, -1, 1)).squeeze(2)
+        loss = critic_loss(q, target)
+        return loss, {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean(),
                       "losses/q_max": q_all.detach().max(), "losses/target_mean": target.mean()}
 
     def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor loss (DSAC-6) on Q from the just-updated critics (docs/pitfalls.md#fresh-q-for-actor), plus the
-        temperature loss (DSAC-7) with --autotune. They share no parameters, so their sum has one backward pass."""
-        alpha = self.log_alpha.detach().exp()
+        temperature loss (DSAC-7) with --autotune."""
+        agent, args = self.agent, self.args
+        alpha = agent.log_alpha.detach().exp()
         with torch.no_grad():
-            q = self.critic(obs)
-        probs, log_probs = policy_probabilities(self.actor(obs))
+            q = agent.critic(obs)
+        probs, log_probs = policy_probabilities(agent.actor(obs))
         loss = actor_loss(probs, log_probs, q, alpha)
-        metrics = {"losses/actor_loss": loss.detach(),
-                   "losses/entropy": policy_entropy(probs, log_probs).detach().mean()}
-        if self.args.autotune:
-            a_loss = temperature_loss(probs, log_probs, self.log_alpha, self.target_entropy)
+        entropy = policy_entropy(probs, log_probs)
+        metrics = {"losses/actor_loss": loss.detach(), "losses/entropy": entropy.detach().mean(), "losses/alpha": alpha,
+                   "losses/target_entropy": torch.tensor(self.target_entropy)}
+        if args.autotune:
+            a_loss = temperature_loss(agent.log_alpha, -entropy, self.target_entropy)
             loss = loss + a_loss
             metrics["losses/alpha_loss"] = a_loss.detach()
         return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step in the order of Christodoulou 2019, Alg. 1: the critics (DSAC-3)-(DSAC-5), then the actor
-        (DSAC-6) and α (DSAC-7), then the targets (DSAC-9) every --target-network-frequency gradient steps.
-        Returns detached tensors: nothing here synchronises with the host."""
+        (DSAC-6) and α (DSAC-7), then the targets (DSAC-9) every --target-network-frequency gradient steps."""
         self.gradient_steps += 1
         loss, metrics = self.critic_losses(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
@@ -671,71 +683,69 @@ class Agent:
         loss, policy_metrics = self.policy_losses(batch.obs)
         for optimizer in self.policy_optimizers:
             optimizer.zero_grad(set_to_none=True)
-        # One backward pass for the sum of the actor and α losses, in place of one per loss: they share no parameters
-        # (each detaches the other's inputs), so each gets its own gradient; the critic gets none.
+        # One backward pass for the sum of the actor and alpha losses, in place of one per loss: they share no
+        # parameters (each detaches the other's inputs), so each gets its own gradient; the critic gets none.
         loss.backward(inputs=self.policy_params)
         for optimizer in self.policy_optimizers:
             optimizer.step()
+        metrics.update(policy_metrics)
 
         if self.gradient_steps % self.args.target_network_frequency == 0:
-            polyak_update(self.critic_target, self.critic, self.args.tau)
-        return {**metrics, **policy_metrics}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"q": self.q_optimizer, "actor": self.actor_optimizer, "alpha": self.alpha_optimizer}
-
-    def state_dict(self) -> dict:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers().items()},
-            "gradient_steps": self.gradient_steps,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-        for name, optimizer in self.optimizers().items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        self.gradient_steps = state["gradient_steps"]
+            polyak_update(self.agent.critic_target, self.agent.critic, self.args.tau)
+        return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------------------------
+def seed_everything(args: Args) -> None:
+    """Seed python, numpy and torch and set torch's threads; with --torch-deterministic, repeatable kernels too: the
+    same seed and thread count on CPU give the same run (docs/pitfalls.md#reproducibility)."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
+        torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
+        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
 def train(args: Args) -> dict:
     """Discrete SAC's loop (Christodoulou 2019, Alg. 1): act, step the environments, store, and one gradient step every
     --update-frequency environment steps. Logging, evaluation and checkpoints are one call each on `run` (the plumbing
     below)."""
-    checkpoint = prepare(args)
+    args, checkpoint = start(with_defaults(args))  # with --resume, the checkpoint's settings; every flag checked
+    seed_everything(args)
     device = resolve_device(args.device)
     envs = make_vector_env(args)
     obs_shape, n_actions = envs.single_observation_space.shape, int(envs.single_action_space.n)
+    agent = allocate(lambda: Agent(args, obs_shape, n_actions), device, f"--hidden-sizes {args.hidden_sizes}")
+    learner = Learner(agent, args, target_entropy_for(n_actions, args.target_entropy_scale))
     buffer = make_buffer(args, obs_shape, device)
-    agent = Agent(args, obs_shape, n_actions, device)
-    pending_updates = restore(checkpoint, agent, buffer, args) if checkpoint is not None else 0
-    # A resumed run cannot restore the simulators' state: it starts new episodes, seeded from its step.
-    start = checkpoint["global_step"] if checkpoint is not None else 0
-    obs, _ = envs.reset(seed=args.seed + start)
-    envs.action_space.seed(args.seed + start)
+    pending_updates = restore(checkpoint, agent, learner, buffer) if checkpoint is not None else 0
+    # A resumed run starts new episodes (the environments' state is not saved), seeded from its step.
+    first_step = checkpoint["global_step"] if checkpoint else 0
+    envs.action_space.seed(args.seed + first_step)
+    obs, _ = envs.reset(seed=args.seed + first_step)
     clip_rewards = is_atari(args.env_id) and args.clip_rewards
     metrics: dict[str, torch.Tensor] = {}
 
-    with Run(args, checkpoint, lambda: checkpoint_state(agent, buffer, pending_updates, args)) as run:
+    with Run(args, checkpoint, lambda: checkpoint_state(agent, learner, buffer, pending_updates, args)) as run:
         while run.global_step < args.total_timesteps and not run.stop_requested:
             if run.global_step < args.learning_starts:
                 actions = envs.action_space.sample()
             else:
                 try:
-                    actions = agent.act(obs)
+                    with torch.no_grad():
+                        actions = agent.actor.explore(torch.as_tensor(obs, device=device)).cpu().numpy()
                 except RuntimeError:  # torch.multinomial refuses a NaN π(·|s): something diverged since the last log
-                    run.log_losses(metrics)  # raises NonFiniteLoss naming the loss, if one is not finite
-                    raise NonFiniteLoss(f"π(·|s) is not finite at step {run.global_step}; "
+                    run.log_losses(metrics)  # raises RunFailed naming the loss, if one is not finite
+                    raise RunFailed(f"π(·|s) is not finite at step {run.global_step}; "
                                         f"{run.kept_checkpoint()}") from None
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             # Only `terminated` stops bootstrapping (DSAC-4); the end of any episode closes the frame buffer's stream.
@@ -752,7 +762,7 @@ def train(args: Args) -> dict:
                 run.start_learning_clock()
                 pending_updates += run.global_step - max(run.previous_step, args.learning_starts)
                 while pending_updates >= args.update_frequency:  # one gradient step per --update-frequency env steps
-                    metrics = agent.update(buffer.sample(args.batch_size))
+                    metrics = learner.update(buffer.sample(args.batch_size))
                     pending_updates -= args.update_frequency
 
             if run.due(args.log_every):
@@ -766,9 +776,7 @@ def train(args: Args) -> dict:
             run.log_evaluation(lambda: evaluate(agent.actor, args, device, args.eval_episodes))
         if args.capture_video and not run.stop_requested:
             evaluate(agent.actor, args, device, 1, video_dir=str(run.dir / "videos"))
-    final = run.last_eval or {}
-    return run.finish(eval_stochastic_return_mean=final.get("eval/stochastic_return_mean"),
-                      eval_stochastic_return_std=final.get("eval/stochastic_return_std"))
+    return run.summary
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -803,7 +811,10 @@ def evaluate(actor: Actor, args: Args, device: torch.device, episodes: int, vide
     games with unclipped scores (docs/pitfalls.md#deterministic-evaluation); eval/return_mean is the greedy one.
     With `video_dir`, the first greedy episode is recorded there."""
     seed = args.seed + 100_000
-    env = make_env(args, seed, video_dir=video_dir)()
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: episode == 0,
+                                       disable_logger=True)
     greedy = play(actor, env, episodes, seed, greedy=True, device=device)
     stochastic = play(actor, env, episodes, seed, greedy=False, device=device)
     env.close()
@@ -818,25 +829,99 @@ def evaluate(actor: Actor, args: Args, device: torch.device, episodes: int, vide
 
 # ======================================================================================================================
 # ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----
-# Nothing below changes what is learned. From here to "end of the shared plumbing" the text is the same in
-# sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_shared_plumbing.py compares it); what a
-# script does differently (the state its checkpoint holds, its own checks) is passed in or written after that line.
+# Nothing below changes what is learned: it checks, records, saves and restores. From here to "end of the shared
+# plumbing" the text is the same in sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_repository.py
+# compares it); what a script does differently is passed in, or written after that line.
 # ======================================================================================================================
 class UsageError(Exception):
-    """Bad input: reported as one line naming the flag or file, exit status 2."""
+    """Bad input: one line naming the flag, file or size, exit status 2, and no run directory left behind."""
 
 
-class NonFiniteLoss(Exception):
-    """A loss or a parameter became NaN or infinite: reported as one line, exit status 1; the last good checkpoint is
-    kept."""
+class RunFailed(Exception):
+    """A failure during the run (a non-finite loss, a full disk): one line, exit status 1, the last checkpoint kept."""
 
 
-EXIT_OK, EXIT_NON_FINITE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# What a resumed run may change: its length, cadences and outputs; what --eval-only may change: the evaluation.
+RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
+                     "output_dir", "device", "threads", "compile", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video"}
+EVAL_MAY_CHANGE = {"eval_episodes", "seed", "device", "threads", "capture_video", "output_dir"}
 
 
-def crossed(before: int, after: int, every: int) -> bool:
-    """True when a multiple of `every` lies in (before, after]: with N environments the step counter jumps by N."""
-    return every > 0 and after // every > before // every
+def main(args) -> int:
+    """Train, or with --eval-only evaluate a checkpoint: bad input exits 2, a failed run 1, an interrupted one 130."""
+    try:
+        return 130 if (evaluate_checkpoint(args) if args.eval_only else train(args)).get("interrupted") else 0
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (RunFailed, OSError) as error:  # OSError: a full disk, a vanished directory, named by the error itself
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def start(args):
+    """The settings and the checkpoint a run or an evaluation starts from: with --resume or --eval-only, the
+    checkpoint's own settings, where a flag given on the command line may change only what the mode allows; then every
+    check."""
+    checkpoint, path = None, args.resume or args.eval_only
+    if path:
+        flag, may_change = ("--resume", RESUME_MAY_CHANGE) if args.resume else ("--eval-only", EVAL_MAY_CHANGE)
+        checkpoint = load_checkpoint(path, flag)
+        given = {arg[2:].split("=")[0].replace("-", "_").removeprefix("no_") for arg in sys.argv if arg[:2] == "--"}
+        saved = {name: tuple(value) if isinstance(value, list) else value for name, value in checkpoint["args"].items()
+                 if name not in ("resume", "eval_only")}
+        for name, value in saved.items():
+            if name in given and getattr(args, name) != value and name not in may_change:
+                raise UsageError(f"{flag} {path}: --{name.replace('_', '-')} {getattr(args, name)} differs from the "
+                                 f"checkpoint's {value}; only --{', --'.join(sorted(may_change)).replace('_', '-')} "
+                                 "may change")
+        args = replace(args, **{name: value for name, value in saved.items() if name not in given})
+        if args.resume:
+            hold(Path(path).resolve().parent, flag)
+        if args.resume and args.total_timesteps <= checkpoint["global_step"]:
+            raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
+                             "--total-timesteps to go on")
+    check_args(args)
+    return args, checkpoint
+
+
+def check_args(args) -> None:
+    """The checks every training script shares, then the script's own (`validate`)."""
+    def at_least(low, names, strict=False):
+        return [(getattr(args, n) > low if strict else getattr(args, n) >= low, f"--{n.replace('_', '-')} must be "
+                 f"{'>' if strict else '>='} {low}, got {getattr(args, n)}") for n in names]
+
+    checks = at_least(1, ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "log_every",
+                          "target_network_frequency"]) + at_least(0, ["learning_starts", "eval_every",
+                          "checkpoint_every", "threads"]) + at_least(0, ["alpha", "policy_lr", "q_lr", "tau"], True) + [
+        (0.0 <= args.gamma <= 1.0 and args.tau <= 1.0, "--gamma and --tau must be in [0, 1]"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size {args.batch_size} is above --buffer-size {args.buffer_size}"),
+        (args.eval_only or max(args.learning_starts, args.batch_size) < args.total_timesteps,
+         f"--learning-starts {args.learning_starts} and --batch-size {args.batch_size} must be below --total-timesteps "
+         f"{args.total_timesteps}: the run would never learn"),
+        (min(args.hidden_sizes, default=0) >= 1, f"--hidden-sizes needs positive widths, got {args.hidden_sizes}"),
+        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
+        (Path(args.exp_name).name == args.exp_name not in ("", ".", ".."), f"--exp-name {args.exp_name!r} must be a "
+         "plain name: the run directory stays inside --output-dir"),
+        (not args.capture_video or importable("moviepy"), "--capture-video needs moviepy: pip install moviepy"),
+        (not args.track or importable("wandb"), "--track needs wandb: pip install wandb"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
+    validate(args)
+
+
+def importable(module: str) -> bool:
+    """Whether an optional package imports: a copied script runs without tqdm, matplotlib, moviepy or wandb."""
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -846,268 +931,158 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed python, numpy and torch; with `deterministic`, make torch's kernels repeatable (bit-exact on CPU)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS (CUDA >= 10.2) refuses deterministic mode unless this is set before its first call.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
-        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
-        torch.utils.deterministic.fill_uninitialized_memory = False
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
-def check_common_args(args) -> None:
-    """The checks every training script shares; each script adds its own in `validate`."""
-    checks = [
-        (0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}"),
-        (0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}"),
-        (args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}"),
-        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
-        (args.buffer_size >= 1, f"--buffer-size must be >= 1, got {args.buffer_size}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (args.batch_size <= args.buffer_size,
-         f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; lower one"),
-        (args.learning_starts >= 0, f"--learning-starts must be >= 0, got {args.learning_starts}"),
-        (args.learning_starts < args.total_timesteps, f"--learning-starts {args.learning_starts} is not below "
-         f"--total-timesteps {args.total_timesteps}: the run would never learn"),
-        (args.target_network_frequency >= 1,
-         f"--target-network-frequency must be >= 1, got {args.target_network_frequency}"),
-        (args.alpha > 0.0, f"--alpha must be > 0, got {args.alpha}"),
-        (min(args.policy_lr, args.q_lr) > 0.0, f"--policy-lr and --q-lr must be > 0, got {args.policy_lr} {args.q_lr}"),
-        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
-         f"--hidden-sizes needs at least one positive width, got {args.hidden_sizes}"),
-        (args.eval_episodes >= 1, f"--eval-episodes must be >= 1, got {args.eval_episodes}"),
-        (min(args.eval_every, args.checkpoint_every) >= 0, "--eval-every and --checkpoint-every must be >= 0"),
-        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
-        (args.threads >= 0, f"--threads must be >= 0 (0: torch's default), got {args.threads}"),
-        (not (args.resume and args.eval_only), "--resume and --eval-only exclude each other; pass one"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    resolve_device(args.device)
-    if not args.eval_only:
-        check_writable(Path(args.resume).resolve().parent if args.resume else Path(args.output_dir),
-                       "--resume" if args.resume else "--output-dir")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401  (gymnasium's RecordVideo needs it)
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    if args.track:
-        check_wandb_credentials()
-
-
-def check_writable(directory: Path, flag: str) -> None:
-    """Fail before any work, not after the first evaluation, when the run directory cannot be written."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{flag}: cannot write to {directory} ({error.strerror or error})") from None
-
-
 def check_memory(nbytes: int, device: torch.device, what: str) -> None:
-    """Refuse, before allocating it, a replay buffer larger than the free memory of its device."""
-    if device.type == "cuda":
-        available = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as meminfo:  # Linux; elsewhere the allocation itself is the check
-                available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-        except (OSError, StopIteration):
-            return
-    if nbytes > available:
-        raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of {device.type} "
-                         "memory are free; lower --buffer-size")
+    """Refuse what the device cannot hold before allocating it: on CPU the allocation would succeed, and the operating
+    system kill the run later."""
+    if device.type == "cuda" or hasattr(os, "sysconf"):
+        total = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else (
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        if nbytes > total:
+            raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than the {total / 2**30:.1f} GiB of "
+                             f"{device.type} memory; lower it")
 
 
-# A resumed run keeps every setting of its checkpoint but these: its length, its cadences and where its outputs go.
-RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
-                     "resume", "output_dir", "device", "threads", "compile", "track", "wandb_project_name",
-                     "wandb_entity", "capture_video"}
-
-
-def resume_settings(args, checkpoint: dict, path: str) -> None:
-    """Take the settings of the checkpoint's run into `args`; a flag given on the command line that would change what
-    is learned (another environment, batch size, learning rate, ...) is refused, naming it."""
-    saved, defaults = checkpoint["args"], type(args)()
-    for field in fields(args):
-        if field.name not in saved:
-            continue
-        given, stored = getattr(args, field.name), saved[field.name]
-        stored = tuple(stored) if isinstance(stored, list) else stored
-        if given == getattr(defaults, field.name):  # not on the command line: as the run was
-            setattr(args, field.name, stored)
-        elif given != stored and field.name not in RESUME_MAY_CHANGE:
-            raise UsageError(f"--resume {path}: --{field.name.replace('_', '-')} {given} differs from the checkpoint's "
-                             f"{stored}; a resumed run keeps its settings: only length, cadences and outputs change")
-
-
-def check_wandb_credentials() -> None:
-    """Tracking never prompts: without a key and without WANDB_MODE, say how to proceed."""
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        raise UsageError("--track needs wandb: pip install wandb") from None
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
-        return
-    netrc = Path.home() / ".netrc"
-    if netrc.exists() and "api.wandb.ai" in netrc.read_text():
-        return
-    raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline to log locally")
-
-
-def rng_state() -> dict:
-    """Every random generator a run draws from, as tensors and plain values (loadable with weights_only=True)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def allocate(network, device: torch.device, what: str) -> nn.Module:
+    """network() on `device`, once its float32 weights, gradients and Adam's two moments are known to fit there."""
+    with torch.device("meta"):
+        check_memory(16 * sum(p.numel() for p in network().parameters()), device, what)
+    return network().to(device)
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint written by this script; anything else is a UsageError naming the flag and the file.
-    weights_only=True: loading a checkpoint never runs code from it."""
-    if not os.path.isfile(path):
-        raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory")
+    """A checkpoint written by this script, loaded with weights_only=True (never runs code from the file); anything
+    else is one line naming the flag and the file."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupted, or not a torch file
-        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__}); is the file complete?"
-                         ) from None
-    if not isinstance(state, dict) or state.get("script") != SCRIPT or "args" not in state:
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory") from None
+    except Exception as error:  # truncated, corrupted, a directory, or not a torch file
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("script") != SCRIPT:
         found = state.get("script") if isinstance(state, dict) else None
-        other = f"{found}.py" if found else "another program"
-        raise UsageError(f"{flag} {path}: this checkpoint was written by {other}, not {SCRIPT}.py")
+        writer = f"{found}.py" if found else "another program"
+        raise UsageError(f"{flag} {path}: this checkpoint was written by {writer}, not {SCRIPT}.py")
+    if not isinstance(state.get("args"), dict) or set(state["args"]) - {field.name for field in fields(Args)}:
+        raise UsageError(f"{flag} {path}: written by another version of {SCRIPT}.py, with other settings")
     return state
 
 
-def non_finite_entry(state, prefix: str = "") -> str | None:
-    """The name of the first floating-point tensor in a (nested) checkpoint dict that holds a NaN or an inf."""
-    if torch.is_tensor(state):
-        return prefix if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
-    for key, value in items:
-        found = non_finite_entry(value, f"{prefix}.{key}" if prefix else str(key))
-        if found is not None:
-            return found
-    return None
+def load_weights(module: nn.Module, state: dict, flag: str) -> None:
+    """load_state_dict, where weights that do not fit the checkpoint's own settings are one line, not a traceback."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:
+        detail = str(error).strip().splitlines()[-1].strip()[:100]
+        raise UsageError(f"{flag}: the checkpoint's weights do not fit its settings ({detail})") from None
+
+
+def hold(directory: Path, flag: str) -> None:
+    """Lock a run directory for as long as this process lives, so that no second process resumes it (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:  # the descriptor stays open: the operating system releases the lock however the process ends
+        fcntl.flock(os.open(directory, os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"{flag} {directory}: another process is running this run") from None
 
 
 class Run:
-    """One training run beside the learning: its directory, metrics.jsonl, progress line, Weights & Biases, the
-    step counter and its cadences, Ctrl-C, checkpoints and summary.json.
-
-    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/ (with a suffix when two runs start
-    in the same second); --resume continues in the checkpoint's own directory, its metrics.jsonl cut back to the
-    checkpoint's step. `checkpoint_state()` returns what this script must save beyond the shared fields."""
+    """One training run beside the learning: its directory (held by one process at a time), metrics.jsonl, curves.png,
+    the progress line, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
+    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/; --resume continues in the
+    checkpoint's directory. `checkpoint_state()` is what the script saves beyond the shared fields."""
 
     def __init__(self, args, checkpoint: dict | None, checkpoint_state):
-        self.args, self.checkpoint_state = args, checkpoint_state
+        self.args, self.checkpoint_state, self.extra, self.summary = args, checkpoint_state, {}, {}
         self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
         self.episodes = checkpoint["episodes"] if checkpoint else 0
-        self.last_return, self.last_eval, self.last_eval_step = None, None, None
+        self.last_return = self.last_eval = self.last_eval_step = self.wandb = self.progress_bar = None
         self.start_time, self.learning_clock, self.eval_seconds = time.time(), None, 0.0
-        self.stop_signal = None
-        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory(args)
-        self.checkpoint_path = self.dir / "checkpoint.pt"
-        for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
-            stale.unlink()
-        (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
-        metrics_path = self.dir / "metrics.jsonl"
-        if checkpoint and metrics_path.exists():
-            # Drop events written after the checkpoint (a crash after it), so the file reads as one run.
-            lines = metrics_path.read_text().splitlines()
-            kept = [line + "\n" for line in lines if json.loads(line)["global_step"] <= self.global_step]
-            metrics_path.write_text("".join(kept))
-        self.metrics_file = open(metrics_path, "a")
-        self.wandb = None
-        if args.track:
-            import wandb
+        self.signals, self.evaluating = 0, False
+        self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory()
+        self.checkpoint_path, self.metrics_path = self.dir / "checkpoint.pt", self.dir / "metrics.jsonl"
+        try:
+            for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
+                stale.unlink()
+            (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+            if checkpoint and self.metrics_path.exists():  # forget what was logged after the checkpoint
+                lines = self.metrics_path.read_text().splitlines(keepends=True)
+                kept = [line for line in lines if json.loads(line)["global_step"] <= self.global_step]
+                self.metrics_path.write_text("".join(kept))
+            self.metrics_file = open(self.metrics_path, "a")
+            self.start_wandb()
+        except BaseException:
+            if checkpoint is None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        if sys.stderr.isatty() and importable("tqdm"):  # else a plain line every --log-every steps
+            from tqdm import tqdm
 
-            try:  # a key but no network would otherwise hang for minutes
-                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
-                                        settings=wandb.Settings(init_timeout=30))
-            except Exception as error:
-                raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
-                                 "WANDB_MODE=offline to log locally") from None
-        self.progress_bar = None
-        if sys.stderr.isatty():
+            self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step")
+        self.previous_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def new_directory(self) -> Path:
+        args = self.args
+        name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        for suffix in ["", *(f"-{i}" for i in range(1, 100))]:  # two runs started in the same second
             try:
-                from tqdm import tqdm
-
-                self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step",
-                                         dynamic_ncols=True)
-            except ImportError:  # a copied script without tqdm falls back to plain progress lines
-                pass
-        self.previous_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def new_directory(args) -> Path:
-        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
-            try:
-                path = Path(args.output_dir) / (name + suffix)
-                path.mkdir(parents=True)
+                (path := Path(args.output_dir) / (name + suffix)).mkdir(parents=True)
+                hold(path, "--output-dir")
                 return path
             except FileExistsError:
                 continue
             except OSError as error:
-                raise UsageError(f"--output-dir {args.output_dir}: cannot create a run directory ({error.strerror})"
+                raise UsageError(f"--output-dir {args.output_dir}: cannot create a directory ({error.strerror})"
                                  ) from None
         raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
 
-    def request_stop(self, signum, frame) -> None:
-        self.stop_signal = signum
+    def start_wandb(self) -> None:
+        """Tracking never prompts: without credentials or a network, one line says what to do."""
+        if not self.args.track:
+            return
+        import wandb
+
+        netrc = Path.home() / ".netrc"
+        if not (os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY")
+                or netrc.exists() and "api.wandb.ai" in netrc.read_text()):
+            raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline")
+        try:
+            self.wandb = wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity,
+                                    config=asdict(self.args), name=self.dir.name, id=self.dir.name, resume="allow",
+                                    dir=str(self.dir), settings=wandb.Settings(init_timeout=30))
+        except Exception as error:
+            raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
+                             "WANDB_MODE=offline to log locally") from None
+
+    def on_signal(self, signum, frame) -> None:
+        """The first Ctrl-C or SIGTERM stops after this step, or at once in an evaluation; a second one at once."""
+        self.signals += 1
+        if self.signals > 1 or self.evaluating:
+            raise KeyboardInterrupt
 
     @property
     def stop_requested(self) -> bool:
-        return self.stop_signal is not None
+        return self.signals > 0
 
-    # ---- the step counter and its cadences ----
     def advance(self, steps: int) -> None:
         self.previous_step, self.global_step = self.global_step, self.global_step + steps
         if self.progress_bar is not None:
             self.progress_bar.update(steps)
 
     def due(self, every: int) -> bool:
-        """True on the step that crosses a multiple of `every` (0: never)."""
-        return crossed(self.previous_step, self.global_step, every)
+        """True on the step that crosses a multiple of `every` (0: never); with N environments the counter jumps N."""
+        return every > 0 and self.global_step // every > self.previous_step // every
 
     def start_learning_clock(self) -> None:
         """Speed is measured over the learning phase only: from the first gradient step on."""
-        if self.learning_clock is None:
-            self.learning_clock = (time.time(), self.previous_step)
+        self.learning_clock = self.learning_clock or (time.time(), self.previous_step)
 
     def sps(self) -> float:
-        if self.learning_clock is None:
-            return 0.0
-        seconds = time.time() - self.learning_clock[0] - self.eval_seconds
+        seconds = time.time() - self.learning_clock[0] - self.eval_seconds if self.learning_clock else 0.0
         return (self.global_step - self.learning_clock[1]) / seconds if seconds > 0 else 0.0
 
-    # ---- metrics ----
     def log(self, metrics: dict) -> None:
         """One event of metrics.jsonl (and of W&B with --track)."""
         record = {"global_step": self.global_step, "wall_time": round(time.time() - self.start_time, 3), **metrics}
@@ -1117,8 +1092,7 @@ class Run:
             self.wandb.log(metrics, step=self.global_step)
 
     def log_episode(self, episode_return: float, length: int) -> None:
-        self.episodes += 1
-        self.last_return = float(episode_return)
+        self.episodes, self.last_return = self.episodes + 1, float(episode_return)
         self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(length)})
 
     def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
@@ -1127,95 +1101,121 @@ class Run:
         values = {name: float(value) for name, value in metrics.items()}
         bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
         if bad is not None:
-            raise NonFiniteLoss(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
-        sps = self.sps()
-        self.log({**values, "charts/SPS": round(sps, 1)})
-        text = f"SPS {sps:.0f}" if self.learning_clock is not None else "random actions, learning not started"
+            raise RunFailed(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
+        self.log({**values, "charts/SPS": round(self.sps(), 1)})
+        text = f"SPS {self.sps():.0f}" if self.learning_clock else "random actions, learning not started"
         text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
         if self.progress_bar is not None:
             self.progress_bar.set_postfix_str(text)
         else:
             print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
 
-    def log_evaluation(self, evaluate) -> dict:
-        """Run `evaluate()` (a dict of eval/... metrics), log it, and keep its time out of the speed."""
-        started = time.time()
-        self.last_eval, self.last_eval_step = evaluate(), self.global_step
-        self.eval_seconds += time.time() - started if self.learning_clock is not None else 0.0
+    def log_evaluation(self, evaluate) -> None:
+        """Run `evaluate()` (a dict of eval/... metrics; a signal stops it at once), log it, keep its time out of the
+        speed, and redraw curves.png."""
+        started, self.evaluating = time.time(), True
+        try:
+            self.last_eval, self.last_eval_step = evaluate(), self.global_step
+        finally:
+            self.evaluating = False
         self.log(self.last_eval)
-        return self.last_eval
+        self.plot()
+        self.eval_seconds += time.time() - started if self.learning_clock else 0.0
 
-    # ---- checkpoints ----
+    def plot(self) -> None:
+        """curves.png, when matplotlib is there: the returns, the critic, and α with the policy's entropy (its target
+        dashed)."""
+        if not importable("matplotlib"):
+            return
+        from matplotlib.figure import Figure  # no pyplot: no window, whatever the backend
+
+        events = [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
+        figure = Figure(figsize=(15, 3.6), layout="tight")
+        axes = figure.subplots(1, 3)
+        panels = {"returns": ["charts/episodic_return", "eval/return_mean"],
+                  "critic": ["losses/qf_loss", "losses/q_mean"],
+                  "temperature": ["losses/alpha", "losses/entropy", "losses/target_entropy"]}
+        for axis, (title, keys) in zip(axes, panels.items()):
+            for key in keys:
+                points = [(event["global_step"], event[key]) for event in events if key in event]
+                if points:
+                    axis.plot(*zip(*points), ".-" if key.startswith("eval") else "-", label=key)
+            axis.set(title=title, xlabel="environment steps")
+            if axis.lines:
+                axis.legend(fontsize=8)
+        if isinstance(target := getattr(self.args, "target_entropy", None), float):
+            axes[2].axhline(target, color="grey", linestyle="--")
+        figure.suptitle(self.dir.name, fontsize=9)
+        try:
+            figure.savefig(self.dir / "curves.png", dpi=80)
+        except OSError:  # a full disk is reported by the files that matter, not by the picture
+            pass
+
     def kept_checkpoint(self) -> str:
         if self.checkpoint_path.exists():
             return f"the last good checkpoint is {self.checkpoint_path}"
         return "no checkpoint was written"
 
     def save(self) -> None:
-        """Write checkpoint.pt atomically (a temporary file, then os.replace), so a crash mid-write keeps the previous
-        one; never over a good checkpoint with NaN or inf weights."""
+        """Write checkpoint.pt atomically (a temporary file, then os.replace), so that a crash or a full disk mid-write
+        keeps the previous one; never over a good checkpoint with NaN or inf weights."""
         state = {"script": SCRIPT, "args": asdict(self.args), "global_step": self.global_step,
-                 "episodes": self.episodes, "rng": rng_state(), **self.checkpoint_state()}
-        bad = non_finite_entry({key: value for key, value in state.items() if key != "buffer"})
-        if bad is not None:
-            raise NonFiniteLoss(f"{bad} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
+                 "episodes": self.episodes, "rng": {"torch": torch.get_rng_state(), "cuda":
+                 torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, **self.checkpoint_state()}
+        for name, tensor in state["agent"].items():
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise RunFailed(f"{name} is not finite at step {self.global_step}; {self.kept_checkpoint()}")
         temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        try:
+            with open(temporary, "wb") as file:  # a file object: a full disk is then an OSError that says so
+                torch.save(state, file)
+            os.replace(temporary, self.checkpoint_path)
+        except OSError as error:
+            raise RunFailed(f"cannot write {self.checkpoint_path} ({error.strerror}); {self.kept_checkpoint()}"
+                            ) from None
+        finally:
+            temporary.unlink(missing_ok=True)
 
-    # ---- the end ----
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, error_type, error, traceback) -> None:
-        """On any way out, Ctrl-C and crashes included, save what was learned (unless it is no longer finite)."""
+    def __exit__(self, error_type, error, traceback) -> bool:
+        """However the run ends, save what was learned (not after a failure, nor mid-step after a second signal), write
+        summary.json; an interruption ends here, as a stop after the step would."""
         try:
-            if error_type is not NonFiniteLoss:
+            if error_type is not RunFailed and not (error_type is KeyboardInterrupt and self.signals > 1):
                 self.save()
+        except RunFailed as failure:
+            error = failure
+            raise
         finally:
             for s, handler in self.previous_handlers.items():
                 signal.signal(s, handler)
+            last_eval = self.last_eval or {"eval/return_mean": None, "eval/return_std": None}
+            self.summary = {"global_step": self.global_step, "train_sps": round(self.sps(), 1),
+                            **{key.replace("/", "_"): value for key, value in last_eval.items()},
+                            "episodes": self.episodes, "wall_time_s": round(time.time() - self.start_time, 2),
+                            "run_dir": str(self.dir),
+                            "interrupted": self.signals > 0 and self.global_step < self.args.total_timesteps,
+                            "error": None if error is None or isinstance(error, KeyboardInterrupt) else str(error),
+                            **self.extra}
+            (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=2))
             self.metrics_file.close()
+            if not self.signals:  # a stop asked for is answered at once; curves.png keeps its last evaluation
+                self.plot()
             if self.progress_bar is not None:
                 self.progress_bar.close()
             if self.wandb is not None:
                 self.wandb.finish()
-
-    def finish(self, **extra) -> dict:
-        """Write summary.json and print the closing line; the returned dict carries the exit status."""
-        summary = {
-            "global_step": self.global_step,
-            "train_sps": round(self.sps(), 1),
-            "eval_return_mean": self.last_eval["eval/return_mean"] if self.last_eval else None,
-            "eval_return_std": self.last_eval["eval/return_std"] if self.last_eval else None,
-            "episodes": self.episodes,
-            "wall_time_s": round(time.time() - self.start_time, 2),
-            "run_dir": str(self.dir.resolve()),
-            "interrupted": self.stop_requested,
-            **extra,
-        }
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"{self.dir}: step {self.global_step}, eval return {summary['eval_return_mean']}, "
-              f"train SPS {summary['train_sps']}" + (" (interrupted)" if self.stop_requested else ""), file=sys.stderr)
-        return {**summary, "exit_code": EXIT_INTERRUPTED if self.stop_requested else EXIT_OK}
-
-
-def main(args) -> int:
-    """Train (or, with --eval-only, evaluate a checkpoint); bad input exits 2, a non-finite loss 1, Ctrl-C 130."""
-    try:
-        return (evaluate_checkpoint(args) if args.eval_only else train(args))["exit_code"]
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except NonFiniteLoss as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NON_FINITE
+            print(f"{self.dir}: step {self.global_step}, eval return {self.summary['eval_return_mean']}, train SPS "
+                  f"{self.summary['train_sps']}" + " (interrupted)" * self.summary["interrupted"], file=sys.stderr)
+        return error_type is KeyboardInterrupt
 
 
 # ---- end of the shared plumbing ----
 
 
-# ---- What only this script saves, restores and checks ----
+# ---- What only this script checks, saves and restores ----
 def validate(args: Args) -> None:
     checks = [
         (args.update_frequency >= 1, f"--update-frequency must be >= 1, got {args.update_frequency}"),
@@ -1227,65 +1227,52 @@ def validate(args: Args) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    check_common_args(args)
 
 
-def prepare(args: Args) -> dict | None:
-    """Check the flags, seed every generator, and read --resume's checkpoint (None for a new run), whose settings the
-    run keeps."""
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume, "--resume")
-        resume_settings(args, checkpoint, args.resume)
-    validate(args)
-    seed_everything(args.seed, args.torch_deterministic)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    return checkpoint
-
-
-def checkpoint_state(agent: Agent, buffer: ReplayBuffer | FrameReplayBuffer, pending_updates: int, args: Args) -> dict:
+def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer | FrameReplayBuffer, pending_updates: int,
+                     args: Args) -> dict:
     """What a resume needs beyond the shared fields: networks, optimizers, the update schedule, the replay buffer."""
-    return {"agent": agent.state_dict(), "pending_updates": pending_updates,
+    return {"agent": agent.state_dict(), "gradient_steps": learner.gradient_steps, "pending_updates": pending_updates,
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in learner.optimizers().items()},
             "buffer": buffer.state_dict() if args.save_buffer else None}
 
 
-def restore(checkpoint: dict, agent: Agent, buffer: ReplayBuffer | FrameReplayBuffer, args: Args) -> int:
-    """Load a checkpoint_state into the run; returns the environment steps not yet spent on a gradient step."""
-    agent.load_state_dict(checkpoint["agent"])
-    set_rng_state(checkpoint["rng"])
+def restore(checkpoint: dict, agent: Agent, learner: Learner, buffer: ReplayBuffer | FrameReplayBuffer) -> int:
+    """Load a checkpoint_state into the run; returns the environment steps not yet spent on a gradient step. The
+    environments are not in it: the resumed run starts new episodes."""
+    load_weights(agent, checkpoint["agent"], "--resume")
+    for name, optimizer in learner.optimizers().items():
+        optimizer.load_state_dict(checkpoint["optimizers"][name])
+    learner.gradient_steps = checkpoint["gradient_steps"]
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     if checkpoint["buffer"] is not None:
         buffer.load_state_dict(checkpoint["buffer"])
         if isinstance(buffer, FrameReplayBuffer):
             buffer.start_new_episodes()
     else:
-        print(f"note: {args.resume} holds no replay buffer (--save-buffer); learning resumes from an empty one",
+        print("note: the checkpoint holds no replay buffer (--save-buffer); learning resumes from an empty one",
               file=sys.stderr)
     return checkpoint["pending_updates"]
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-only: rebuild the policy of a checkpoint and evaluate it, greedy and stochastic (with --capture-video,
-    also record a greedy episode next to the checkpoint). Prints one JSON line; writes no run directory."""
-    validate(args)
-    state = load_checkpoint(args.eval_only, "--eval-only")
-    saved = Args(**{**state["args"], "hidden_sizes": tuple(state["args"]["hidden_sizes"])})
-    saved.eval_episodes, saved.seed, saved.capture_video = args.eval_episodes, args.seed, args.capture_video
+    """--eval-only: the checkpoint's policy, evaluated as in training, greedy and stochastic (with --capture-video, a
+    greedy episode recorded next to it)."""
+    args, checkpoint = start(with_defaults(args))
     device = resolve_device(args.device)
-    env = make_env(saved, saved.seed)()
-    check_spaces(saved.env_id, env.observation_space, env.action_space)
-    actor = Actor(env.observation_space.shape, int(env.action_space.n), saved.hidden_sizes).to(device)
+    env = make_vector_env(args)
+    agent = Agent(args, env.single_observation_space.shape, int(env.single_action_space.n)).to(device)
     env.close()
-    actor.load_state_dict(state["agent"]["actor"])
-    result = evaluate(actor, saved, device, args.eval_episodes)
+    load_weights(agent, checkpoint["agent"], "--eval-only")
+    result = evaluate(agent.actor, args, device, args.eval_episodes)
     if args.capture_video:
-        evaluate(actor, saved, device, 1, video_dir=str(Path(args.eval_only).resolve().parent / "videos"))
-    summary = {"eval_return_mean": result["eval/return_mean"], "eval_return_std": result["eval/return_std"],
-               "eval_stochastic_return_mean": result["eval/stochastic_return_mean"],
-               "eval_stochastic_return_std": result["eval/stochastic_return_std"],
-               "global_step": state["global_step"], "checkpoint": args.eval_only}
+        evaluate(agent.actor, args, device, 1, video_dir=str(Path(args.eval_only).resolve().parent / "videos"))
+    summary = {"env_id": args.env_id, **{key.replace("/", "_"): value for key, value in result.items()},
+               "global_step": checkpoint["global_step"], "checkpoint": args.eval_only}
     print(json.dumps(summary))
-    return {**summary, "exit_code": EXIT_OK}
+    return summary
 
 
 if __name__ == "__main__":

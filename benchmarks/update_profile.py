@@ -34,9 +34,7 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
 def build(obs_size: int, action_size: int, batch_size: int, hidden: tuple[int, ...]):
-    args = sac.Args(hidden_sizes=hidden, batch_size=batch_size)
-    sac.validate(args)
-    args.target_entropy = -float(action_size)
+    args = sac.with_defaults(sac.Args(hidden_sizes=hidden, batch_size=batch_size, target_entropy=-float(action_size)))
     torch.manual_seed(0)
     space = gym.spaces.Box(-1.0, 1.0, (action_size,), np.float32)
     agent = sac.Agent(args, obs_size, space)

@@ -77,9 +77,36 @@ def test_the_algorithm_comes_before_the_plumbing(script):
     text = (ROOT / script).read_text()
     above = text[:text.index(BANNER)]
     assert "\ndef train(" in above and "\ndef evaluate(" in above
-    for plumbing in ("signal.signal(", "wandb.init(", "torch.save(", "torch.load(", "check_common_args(", "def validate",
+    for plumbing in ("signal.signal(", "wandb.init(", "torch.save(", "torch.load(", "def check_args(", "def validate",
                      "args.json", "def load_checkpoint", "def main("):
         assert plumbing not in above, f"{script}: '{plumbing}' stands above the plumbing banner"
+
+
+@pytest.mark.parametrize("script", TRAINING_SCRIPTS)
+def test_nothing_below_the_banner_changes_what_is_learned(script):
+    """Below the banner no code assigns to a field of args or seeds a random generator: presets, defaults that depend
+    on the task, and seeding stand above it, where a learner reads them."""
+    text = (ROOT / script).read_text()
+    below = ast.parse(text[text.index(BANNER):])
+    offenders = []
+    for node in ast.walk(below):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            for part in ast.walk(target):
+                if isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name) and part.value.id == "args":
+                    offenders.append(f"line {node.lineno}: assigns args.{part.attr}")
+        if isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            if name == "setattr" and ast.unparse(node.args[0]) == "args" or name.endswith(("seed", "manual_seed")):
+                offenders.append(f"line {node.lineno}: calls {name}")
+    assert not offenders, f"{script}, below the banner: {offenders}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_file_a_script_names_exists(script):
+    named = set(re.findall(r"\b((?:docs|tests|benchmarks)/[\w/.-]*\w\.(?:md|py|json))", (ROOT / script).read_text()))
+    assert named and not [name for name in named if not (ROOT / name).exists()], named
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

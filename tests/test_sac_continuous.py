@@ -168,9 +168,7 @@ def test_twin_q_ensemble_equals_two_separate_networks():
 
 # ---------------------------------------------------------------- the learner's steps
 def make_learner(variant, **overrides):
-    args = sac.Args(variant=variant, hidden_sizes=(32, 32), **overrides)
-    sac.validate(args)
-    args.target_entropy = -1.0
+    args = sac.with_defaults(sac.Args(variant=variant, hidden_sizes=(32, 32), target_entropy=-1.0, **overrides))
     space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
     torch.manual_seed(0)
     agent = sac.Agent(args, 3, space)
@@ -347,7 +345,7 @@ def test_vector_autoreset_never_stores_a_cross_episode_transition(tmp_path):
     gym.register("CounterEnv-v0", entry_point=CounterEnv, max_episode_steps=5)
     args = sac.Args(env_id="CounterEnv-v0", num_envs=3, total_timesteps=90, learning_starts=30, batch_size=8,
                     hidden_sizes=(8,), eval_every=0, eval_episodes=1, log_every=30, save_buffer=True, output_dir=str(tmp_path))
-    assert sac.train(args)["exit_code"] == 0
+    assert sac.train(args)["error"] is None
     buffer = torch.load(glob.glob(str(tmp_path / "*" / "checkpoint.pt"))[0], weights_only=False)["buffer"]
     obs, next_obs, terminated = buffer["obs"], buffer["next_obs"], buffer["terminated"]
     assert len(obs) == 90
@@ -386,32 +384,6 @@ def test_cli_runs_both_variants_and_writes_its_files(tmp_path, variant):
     assert (run_dir / "checkpoint.pt").exists()
 
 
-def strip_time(path):
-    events = []
-    for line in Path(path).read_text().splitlines():
-        event = json.loads(line)
-        event.pop("wall_time")
-        event.pop("charts/SPS", None)
-        events.append(event)
-    return events
-
-
-def test_resume_continues_bit_for_bit(tmp_path):
-    flags = [*TINY, "--save-buffer", "--checkpoint-every", "0"]
-    straight, first = tmp_path / "straight", tmp_path / "split"
-    assert run_script("--output-dir", str(straight), *flags).returncode == 0
-    halfway = [f if f != "600" else "400" for f in flags]
-    assert run_script("--output-dir", str(first), *halfway).returncode == 0
-    checkpoint = glob.glob(f"{first}/*/checkpoint.pt")[0]
-    resumed = run_script("--resume", checkpoint, *flags)
-    assert resumed.returncode == 0, resumed.stderr
-    expected = strip_time(glob.glob(f"{straight}/*/metrics.jsonl")[0])
-    # The split run also evaluated at its first stop (step 400); everything else must be identical.
-    got = [e for e in strip_time(glob.glob(f"{first}/*/metrics.jsonl")[0]) if not (e["global_step"] == 400 and "eval/return_mean" in e)]
-    assert got == expected
-    assert summary_of(first)["eval_return_mean"] == summary_of(straight)["eval_return_mean"]
-
-
 # ---------------------------------------------------------------- learning
 @pytest.mark.parametrize("variant", ["v2", "v1"])
 def test_learns_pendulum(tmp_path, variant):
@@ -443,38 +415,11 @@ def test_compiled_update_equals_the_eager_update(variant, float64_default, eager
         torch.testing.assert_close(value, compiled_metrics[key], rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
-def test_saved_environment_state_continues_exactly_without_pickle(env_id):
-    # A resume puts the saved state into fresh environments: the next steps must be the same, bit for bit.
-    def make():
-        envs = sac.make_vector_env(env_id, 2)
-        envs.action_space.seed(3)
-        envs.reset(seed=3)
-        return envs
-
-    original = make()
-    for _ in range(40):
-        original.step(original.action_space.sample())
-    state = sac.env_state(original)
-    restored = make()
-    for _ in range(7):  # move the fresh copy away from the saved point first
-        restored.step(restored.action_space.sample())
-    restored.reset(seed=5)
-    sac.set_env_state(restored, state)
-    for _ in range(60):  # crosses episode ends (Hopper falls; Pendulum's time limit is 200)
-        actions = original.action_space.sample()
-        assert np.array_equal(actions, restored.action_space.sample())
-        for a, b in zip(original.step(actions)[:4], restored.step(actions)[:4]):
-            assert np.array_equal(a, b)
-
-
 def test_policy_regularization_is_the_original_v1_penalty():
     mean, log_std = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, -1.5]])
     expected = 1e-3 * 0.5 * ((1 + 4) / 2 + (0.25 + 2.25) / 2)
     torch.testing.assert_close(sac.policy_regularization_loss(mean, log_std, 1e-3), torch.tensor(expected))
-    args = sac.Args(variant="v1")
-    sac.validate(args)
-    assert args.autotune is False  # SAC v1 keeps alpha fixed whatever --autotune says
+    assert sac.with_defaults(sac.Args(variant="v1")).autotune is False  # SAC v1 keeps alpha fixed
 
 
 def test_autotune_is_a_plain_on_off_flag_like_in_the_other_scripts():

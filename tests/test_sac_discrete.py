@@ -1,6 +1,7 @@
 """Tests of sac_discrete.py: the discrete SAC equations against hand computations, the frame replay buffer
 against ground truth, and the script as a user runs it."""
 
+import importlib.util
 import json
 import math
 import os
@@ -63,9 +64,6 @@ def test_critic_loss_is_the_sum_of_the_two_half_squared_errors():
     target = torch.tensor([0.5, 1.0], dtype=torch.float64)
     expected = sum(0.5 * (q_taken[i, b].item() - target[b].item()) ** 2 for i in range(2) for b in range(2)) / 2
     assert sd.critic_loss(q_taken, target).item() == pytest.approx(expected, abs=1e-12)
-    huber = lambda e: 0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5  # noqa: E731
-    expected_huber = sum(huber(q_taken[i, b].item() - target[b].item()) for i in range(2) for b in range(2)) / 2
-    assert sd.critic_loss(q_taken, target, "huber").item() == pytest.approx(expected_huber, abs=1e-12)
 
 
 def test_actor_loss_sums_over_actions_and_averages_over_states():
@@ -84,13 +82,16 @@ def test_temperature_loss_matches_hand_computation():
     probs, log_probs = sd.policy_probabilities(logits)
     target_entropy = sd.target_entropy_for(3, 0.5)
     assert target_entropy == pytest.approx(0.5 * math.log(3))
-    log_alpha = torch.tensor(math.log(ALPHA), dtype=torch.float64)
-    loss = sd.temperature_loss(probs, log_probs, log_alpha, target_entropy)
+    log_alpha = torch.tensor(math.log(ALPHA), dtype=torch.float64, requires_grad=True)
+    loss = sd.temperature_loss(log_alpha, -sd.policy_entropy(probs, log_probs), target_entropy)
     per_state = []
     for s in range(2):
         p, logp = hand_policy(LOGITS[s])
-        per_state.append(sum(p[a] * (-ALPHA * (logp[a] + target_entropy)) for a in range(3)))
+        per_state.append(sum(p[a] * (-math.log(ALPHA) * (logp[a] + target_entropy)) for a in range(3)))
     assert loss.item() == pytest.approx(sum(per_state) / 2, abs=1e-12)
+    # Its gradient in log α is that of (DSAC-7) in α times 1/α: the same sign, so the same direction for α.
+    loss.backward()
+    assert log_alpha.grad.item() == pytest.approx(sum(per_state) / 2 / math.log(ALPHA), abs=1e-12)
 
 
 def test_actor_loss_gradient_matches_finite_differences():
@@ -133,7 +134,7 @@ def test_temperature_grows_when_entropy_is_below_target_and_shrinks_above(entrop
     assert (sd.policy_entropy(probs, log_probs).mean() < target_entropy) == entropy_below_target
     log_alpha = torch.tensor(0.0, requires_grad=True)
     optimizer = torch.optim.Adam([log_alpha], lr=0.1)
-    sd.temperature_loss(probs, log_probs, log_alpha, target_entropy).backward()
+    sd.temperature_loss(log_alpha, -sd.policy_entropy(probs, log_probs), target_entropy).backward()
     optimizer.step()
     assert (log_alpha.item() > 0) == entropy_below_target
 
@@ -309,16 +310,32 @@ def test_frame_buffer_rebuilds_the_true_stacks_and_stores_each_frame_once(num_en
 
 
 
-@pytest.mark.parametrize("env_id, adam_eps, noted", [("FramesEnv-v0", 1e-4, True), ("FramesEnv-v0", 1e-8, False),
-                                                     ("CountingEnv-v0", 1e-4, False)])
-def test_image_observations_with_a_large_adam_eps_print_a_note(capsys, env_id, adam_eps, noted):
-    sd.make_vector_env(sd.Args(env_id=env_id, adam_eps=adam_eps)).close()
-    assert ("--adam-eps 1e-8" in capsys.readouterr().err) == noted
+def test_pixels_get_the_tested_atari_settings_without_flags_and_a_given_flag_wins(tmp_path):
+    # The pixel preset is exactly what the atari100k benchmark suite ran (benchmarks/run.py), so a user who passes
+    # nothing but an Atari id gets the settings the README's Atari rows measured.
+    spec = importlib.util.spec_from_file_location("runner", SCRIPT.parent / "benchmarks" / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    suite = runner.SUITES["atari100k"][0]
+    flags = suite["extra"]
+    tested = {flags[i][2:].replace("-", "_"): flags[i + 1] for i in range(0, len(flags), 2)}
+    tested["total_timesteps"] = suite["total_timesteps"]
+    for name, value in sd.PRESETS["pixels"].items():
+        assert float(tested[name]) == value, name
+    summary = sd.train(sd.Args(env_id="FramesEnv-v0", total_timesteps=300, learning_starts=100, buffer_size=1000,
+                               eval_every=0, eval_episodes=1, adam_eps=1e-6, output_dir=str(tmp_path)))
+    resolved = json.loads((Path(summary["run_dir"]) / "args.json").read_text())
+    assert resolved["adam_eps"] == 1e-6 and resolved["learning_starts"] == 100  # given on the command line: kept
+    for name in ("update_frequency", "tau", "target_network_frequency", "q_lr", "target_entropy_scale"):
+        assert resolved[name] == sd.PRESETS["pixels"][name], name
+    assert sd.with_defaults(sd.Args(env_id="CartPole-v1")) == sd.Args(env_id="CartPole-v1", **sd.PRESETS["vector"])
+
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
     args = sd.Args(
-        env_id="FramesEnv-v0", total_timesteps=3000, learning_starts=500, buffer_size=5000, batch_size=32,
+        env_id="FramesEnv-v0", adam_eps=1e-4, tau=0.01, total_timesteps=3000, learning_starts=500, buffer_size=5000,
+        batch_size=32,
         target_network_frequency=100, eval_every=0, eval_episodes=5, output_dir=str(tmp_path), save_buffer=True,
         update_frequency=2, policy_lr=1e-3, q_lr=1e-3, target_entropy_scale=0.3,
     )
@@ -328,7 +345,7 @@ def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
     # One 36x36 frame per slot, not two stacks of 4; only the slots written (3000 steps, one more per episode end).
     assert frames.dtype == torch.uint8 and frames.shape[0] == 1 and frames.shape[2:] == (36, 36)
     assert 3000 < frames.shape[1] < 5000
-    assert checkpoint["agent"]["critic"]["encoder.0.weight"].shape[0] == 64  # grouped twin Nature CNN
+    assert checkpoint["agent"]["critic.encoder.0.weight"].shape[0] == 64  # grouped twin Nature CNN
     # An episode has 8 steps and a random policy scores 4; the CNN must have learned to read the frame.
     assert summary["eval_return_mean"] >= 7.0
 
@@ -336,7 +353,7 @@ def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
 def test_atari_preprocessing_gives_four_stacked_84x84_uint8_frames():
     pytest.importorskip("ale_py", reason="ale-py not installed (pip install ale-py)")
     pytest.importorskip("cv2", reason="OpenCV not installed (pip install opencv-python), AtariPreprocessing needs it")
-    env = sd.make_env(sd.Args(env_id="ALE/Pong-v5"), seed=0)()
+    env = sd.make_env(sd.Args(env_id="ALE/Pong-v5"))
     obs, _ = env.reset(seed=0)
     assert env.observation_space.shape == (4, 84, 84) and obs.shape == (4, 84, 84) and obs.dtype == np.uint8
     obs, *_ = env.step(0)
@@ -348,8 +365,8 @@ def test_atari_frame_buffer_memory_at_default_buffer_size_fits_24_gib():
     per_slot = 84 * 84 + 8 + 4 + 4 + 1 + 4  # frame, action, reward, terminated, steps into episode, valid
     small = sd.FrameReplayBuffer(1000, 1, (4, 84, 84), torch.device("cpu"))
     assert small.nbytes() == 1000 * per_slot
-    default_bytes = sd.Args().buffer_size * per_slot
-    assert default_bytes / 2**30 < 7.0  # vs ~53 GiB storing obs and next_obs stacks (docs/pitfalls.md#frame-once-replay)
+    assert sd.PRESETS["pixels"]["buffer_size"] * per_slot / 2**30 < 0.7
+    assert 1_000_000 * per_slot / 2**30 < 7.0  # vs ~53 GiB storing obs and next_obs stacks (docs/pitfalls.md#frame-once-replay)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -388,7 +405,7 @@ def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
         assert name in names
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.pt.tmp").exists()
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)  # tensors and plain values only
-    assert checkpoint["global_step"] == 400 and checkpoint["agent"]["gradient_steps"] == 300
+    assert checkpoint["global_step"] == 400 and checkpoint["gradient_steps"] == 300
     assert checkpoint["buffer"]["size"] == 400 and checkpoint["buffer"]["obs"].shape == (400, 4)  # filled rows only
 
     # --resume continues in the checkpoint's own run directory, from the saved step.
@@ -398,7 +415,7 @@ def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
     assert read_summary(tmp_path / "runs")["global_step"] == 600
     steps = [json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 600
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["gradient_steps"] == 500
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["gradient_steps"] == 500
 
     # --eval-only prints one JSON line, greedy and stochastic, and writes no run directory.
     result = run_script(["--eval-only", str(run_dir / "checkpoint.pt"), "--eval-episodes", "1",
@@ -439,7 +456,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, words):
 
 
 def test_non_finite_loss_stops_with_exit_1_naming_the_loss(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sd, "critic_loss", lambda q, y, kind="mse": (q - y).mean() * float("nan"))
+    monkeypatch.setattr(sd, "critic_loss", lambda q, y: (q - y).mean() * float("nan"))
     args = sd.Args(total_timesteps=400, learning_starts=100, batch_size=16, eval_every=0, log_every=100,
                    checkpoint_every=100, hidden_sizes=(16, 16), output_dir=str(tmp_path))
     assert sd.main(args) == 1
@@ -449,17 +466,17 @@ def test_non_finite_loss_stops_with_exit_1_naming_the_loss(tmp_path, monkeypatch
     (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
     state = torch.load(checkpoint, weights_only=True)
     assert state["global_step"] == 100  # the last good one, not overwritten with NaN weights
-    assert all(torch.isfinite(v).all() for v in state["agent"]["critic"].values())
+    assert all(torch.isfinite(v).all() for v in state["agent"].values())
 
 
 def test_non_finite_policy_at_acting_time_stops_with_exit_1_naming_the_step(tmp_path, monkeypatch, capsys):
     def update_that_breaks_the_actor(self, batch):  # finite losses, NaN actor weights
         with torch.no_grad():
-            for parameter in self.actor.parameters():
+            for parameter in self.agent.actor.parameters():
                 parameter.fill_(float("nan"))
         return {"losses/qf_loss": torch.tensor(1.0)}
 
-    monkeypatch.setattr(sd.Agent, "update", update_that_breaks_the_actor)
+    monkeypatch.setattr(sd.Learner, "update", update_that_breaks_the_actor)
     args = sd.Args(total_timesteps=400, learning_starts=100, batch_size=16, eval_every=0, log_every=100,
                    hidden_sizes=(16, 16), output_dir=str(tmp_path))
     assert sd.main(args) == 1
@@ -479,7 +496,7 @@ def test_target_network_frequency_counts_gradient_steps(tmp_path, monkeypatch):
                    eval_every=0, eval_episodes=1, hidden_sizes=(16, 16), output_dir=str(tmp_path))
     summary = sd.train(args)
     checkpoint = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)
-    assert checkpoint["agent"]["gradient_steps"] == 240
+    assert checkpoint["gradient_steps"] == 240
     assert len(calls) == 120
 
 
@@ -535,13 +552,15 @@ def test_compiled_update_equals_the_eager_update(float64_default, eager_random_i
     agents = []
     for compile_ in (False, True):
         torch.manual_seed(0)
-        agent = sd.Agent(sd.Args(hidden_sizes=(32, 32), compile=compile_), (4,), 3, torch.device("cpu"))
-        metrics = [agent.update(batch) for batch in batches]
+        args = sd.with_defaults(sd.Args(hidden_sizes=(32, 32), compile=compile_))
+        agent = sd.Agent(args, (4,), 3)
+        learner = sd.Learner(agent, args, sd.target_entropy_for(3, args.target_entropy_scale))
+        metrics = [learner.update(batch) for batch in batches]
         agents.append((agent, metrics))
     (eager, eager_metrics), (compiled, compiled_metrics) = agents
     compiled_state = compiled.state_dict()
-    for name in ("actor", "critic", "critic_target", "log_alpha"):
-        torch.testing.assert_close(eager.state_dict()[name], compiled_state[name], rtol=1e-7, atol=1e-9)
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(value, compiled_state[name], rtol=1e-7, atol=1e-9)
     for ours, theirs in zip(eager_metrics, compiled_metrics):
         for key, value in ours.items():
             torch.testing.assert_close(value, theirs[key], rtol=1e-7, atol=1e-9)

@@ -117,8 +117,8 @@ class KnownQ(torch.nn.Module):
 def test_amortized_sampler_trained_on_known_q_matches_boltzmann_density():
     torch.manual_seed(0)
     alpha = 0.5
-    args = sql.Args(alpha=alpha, svgd_particles=32, squash_correction=False, policy_lr=1e-3, hidden_sizes=(32, 32))
-    sql.validate(args)
+    args = sql.with_defaults(sql.Args(alpha=alpha, svgd_particles=32, squash_correction=False, policy_lr=1e-3,
+                                     hidden_sizes=(32, 32)))
     agent = sql.Agent(args, 1, gym.spaces.Box(-1, 1, (1,)))
     learner = sql.Learner(agent, args)
     agent.q = KnownQ()
@@ -222,7 +222,7 @@ def test_bad_configurations_raise_a_usage_error_naming_the_flag(tmp_path, change
     if changes.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(sql.UsageError, match=named):
-        settings = {"total_timesteps": 1, "learning_starts": 0, **changes}
+        settings = {"total_timesteps": 100, "learning_starts": 0, **changes}
         sql.train(sql.Args(output_dir=str(tmp_path / "runs"), **settings))
     assert not (tmp_path / "runs").exists()  # bad input leaves no run directory behind
 
@@ -302,9 +302,9 @@ def test_compiled_update_equals_the_eager_update(discrete, float64_default, eage
     agents = []
     for compile_ in (False, True):
         # --target-network-frequency 2: the third step also copies Q into the target
-        args = sql.Args(env_id="CartPole-v1" if discrete else "MultiGoal", hidden_sizes=(32, 32), svgd_particles=8,
-                        value_samples=8, target_network_frequency=2, compile=compile_)
-        sql.validate(args)
+        args = sql.with_defaults(sql.Args(env_id="CartPole-v1" if discrete else "MultiGoal", hidden_sizes=(32, 32),
+                                         svgd_particles=8, value_samples=8, target_network_frequency=2,
+                                         compile=compile_))
         torch.manual_seed(0)
         agent = sql.Agent(args, 4, space)
         learner = sql.Learner(agent, args)

@@ -169,6 +169,7 @@ def test_a_diverging_run_exits_1_naming_the_loss_and_keeps_no_bad_checkpoint(scr
     completed = run(script, *TINY[script], *DIVERGENT[script], "--checkpoint-every", "50", "--output-dir", tmp_path)
     assert completed.returncode == 1, completed.stderr
     assert "at step" in completed.stderr and "Traceback" not in completed.stderr
+    assert "at step" in summary_of(tmp_path)["error"]  # the summary is written however a run ends
     for checkpoint in glob.glob(f"{tmp_path}/*/checkpoint.pt"):
         state = torch.load(checkpoint, weights_only=True)
         bad = [name for name, value in state["agent"].items() if torch.is_tensor(value) and value.is_floating_point()
@@ -274,7 +275,164 @@ def test_deterministic_mode_sets_the_cublas_workspace_before_any_cuda_call(scrip
     module = __import__(script)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     try:
-        module.seed_everything(1, deterministic=True)
+        module.seed_everything(module.Args(seed=1, torch_deterministic=True))
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+# ---------------------------------------------------------------- resume, signals and faults, by the rules a user meets
+OWN_ENV = {"sac_continuous": "fixed_start:FixedStartBox-v0", "sac_discrete": "fixed_start:FixedStartDiscrete-v0",
+           "soft_q_learning": "fixed_start:FixedStartDiscrete-v0"}
+TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_run_split_at_an_episode_boundary_and_resumed_is_the_uninterrupted_run(script, tmp_path):
+    # A resumed run starts new episodes; where every episode starts alike (tests/fixed_start.py, 100 steps) and the
+    # split falls on an episode boundary, everything else (networks, optimizers, the buffer, torch's random numbers,
+    # the update schedule) must be restored exactly.
+    flags = [*TINY[script], "--env-id", OWN_ENV[script], "--save-buffer", "--checkpoint-every", "0"]
+    assert run(script, *flags, "--output-dir", tmp_path / "straight", env=TESTS_ON_PATH).returncode == 0
+    assert run(script, *flags, "--total-timesteps", "400", "--output-dir", tmp_path / "split",
+               env=TESTS_ON_PATH).returncode == 0
+    (split,) = run_dirs(tmp_path / "split")
+    resumed = run(script, "--resume", split / "checkpoint.pt", "--total-timesteps", "600", env=TESTS_ON_PATH)
+    assert resumed.returncode == 0, resumed.stderr
+    (straight,) = run_dirs(tmp_path / "straight")
+    # The split run also evaluated at its first stop (step 400); everything else must be identical.
+    assert [e for e in events(split) if not (e["global_step"] == 400 and "eval/return_mean" in e)] == events(straight)
+
+
+def background(script, *flags):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *map(str, flags)], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(text, run_dir_glob, process, seconds=120):
+    deadline = time.time() + seconds
+    while text not in "".join(Path(p).read_text() for p in glob.glob(f"{run_dir_glob}/metrics.jsonl")):
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
+        time.sleep(0.1)
+
+
+def test_sigterm_during_an_evaluation_saves_and_exits_within_two_seconds(tmp_path):
+    process = background("sac_discrete", *TINY["sac_discrete"], "--eval-episodes", "100000", "--output-dir", tmp_path)
+    wait_for('"global_step": 300, "wall_time"', f"{tmp_path}/*", process)  # the evaluation at step 300 begins
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    sent = time.time()
+    assert process.wait(timeout=30) == 130 and time.time() - sent < 2.0
+    (run_dir,) = run_dirs(tmp_path)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 300
+    assert json.loads((run_dir / "summary.json").read_text())["interrupted"] is True
+
+
+def test_a_signal_during_the_final_evaluation_does_not_make_a_finished_run_interrupted(tmp_path):
+    process = background("sac_discrete", *TINY["sac_discrete"], "--eval-every", "0", "--eval-episodes", "100000",
+                         "--output-dir", tmp_path)
+    wait_for('"global_step": 600, "wall_time"', f"{tmp_path}/*", process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    summary = summary_of(tmp_path)
+    assert summary["global_step"] == 600 and summary["interrupted"] is False
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_checkpoint_loads(tmp_path):
+    process = background("sac_discrete", *TINY["sac_discrete"], "--total-timesteps", "1000000", "--checkpoint-every",
+                         "100", "--eval-every", "0", "--output-dir", tmp_path)
+    wait_for('"global_step": 400', f"{tmp_path}/*", process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 130
+    assert "Traceback" not in process.stderr.read()
+    (run_dir,) = run_dirs(tmp_path)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] >= 400
+    assert not list(run_dir.glob("*.tmp")) and json.loads((run_dir / "summary.json").read_text())["interrupted"]
+
+
+def test_a_second_process_cannot_resume_a_run_that_is_running(tmp_path):
+    assert run("sac_discrete", *TINY["sac_discrete"], "--total-timesteps", "400", "--output-dir", tmp_path
+               ).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    first = background("sac_discrete", "--resume", run_dir / "checkpoint.pt", "--total-timesteps", "1000000")
+    wait_for('"global_step": 500', run_dir, first)
+    assert_one_line_error(run("sac_discrete", "--resume", run_dir / "checkpoint.pt", "--total-timesteps", "2000000"),
+                          "another process is running this run")
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=30) == 130
+
+
+def test_resume_mistakes_are_refused_and_a_default_value_still_counts(tmp_path):
+    assert run("sac_discrete", *TINY["sac_discrete"], "--total-timesteps", "400", "--output-dir", tmp_path
+               ).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    checkpoint = run_dir / "checkpoint.pt"
+    assert_one_line_error(run("sac_discrete", "--resume", checkpoint), "pass a larger --total-timesteps")
+    assert_one_line_error(run("sac_discrete", "--resume", checkpoint, "--total-timesteps", "300"), "at step 400")
+    # 30000 is the script's default: given on the command line, it counts.
+    process = background("sac_discrete", "--resume", checkpoint, "--total-timesteps", "30000")
+    wait_for('"global_step": 500', run_dir, process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert json.loads((run_dir / "args.json").read_text())["total_timesteps"] == 30000
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_eval_only_names_its_environment_and_refuses_settings_that_are_not_the_checkpoints(script, tmp_path):
+    assert run(script, *TINY[script], "--total-timesteps", "400", "--output-dir", tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    checkpoint = run_dir / "checkpoint.pt"
+    assert_one_line_error(run(script, "--eval-only", checkpoint, "--hidden-sizes", "64", "64"), "--hidden-sizes")
+    completed = run(script, "--eval-only", checkpoint, "--eval-episodes", "1", "--total-timesteps", "400")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.splitlines()[-1])["env_id"] == TINY[script][1]
+    state = torch.load(checkpoint, weights_only=True)
+    state["args"]["hidden_sizes"] = [64, 64]  # settings that no longer fit the weights
+    torch.save(state, tmp_path / "mismatched.pt")
+    for flags in (["--eval-only", tmp_path / "mismatched.pt"], ["--resume", tmp_path / "mismatched.pt",
+                                                                "--total-timesteps", "800"]):
+        assert_one_line_error(run(script, *flags), "do not fit its settings")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        flags = [*TINY["sac_continuous"], "--save-buffer", "--total-timesteps", "400"]
+        assert run("sac_continuous", *flags, "--output-dir", disk).returncode == 0
+        (run_dir,) = run_dirs(disk)
+        (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 16 * 1024))  # room for logs only
+        completed = run("sac_continuous", "--resume", run_dir / "checkpoint.pt", "--total-timesteps", "600")
+        assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr
+        (line,) = completed.stderr.strip().splitlines()[-1:]
+        assert "No space left on device" in line and "last good checkpoint" in line
+        assert not list(run_dir.glob("*.tmp"))
+        assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 400
+        assert "No space left" in json.loads((run_dir / "summary.json").read_text())["error"]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_saved_replay_buffer_holds_only_its_filled_rows(tmp_path):
+    # Saving a slice of a preallocated tensor writes the whole tensor: 39 MB for Pendulum at step 600, not 3 MB.
+    flags = [*TINY["sac_continuous"], "--hidden-sizes", "256", "256", "--save-buffer", "--output-dir", tmp_path]
+    assert run("sac_continuous", *flags).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    assert (run_dir / "checkpoint.pt").stat().st_size < 5 * 2**20
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flags, expected", [
+    (["--exp-name", "../escaped"], "--exp-name"),
+    (["--hidden-sizes", "100000", "100000"], "--hidden-sizes"),
+    (["--batch-size", "1000000", "--buffer-size", "2000000", "--total-timesteps", "600"], "--batch-size"),
+    (["--env-id", "nosuchmodule:Env-v0"], "nosuchmodule"),
+])
+def test_names_and_sizes_that_cannot_work_are_one_line_and_exit_2(script, flags, expected, tmp_path):
+    assert_one_line_error(run(script, *flags, "--output-dir", tmp_path / "runs", cwd=tmp_path), expected)
+    assert not list(tmp_path.rglob("*.json")), "a refused run left files behind"
