@@ -858,6 +858,8 @@ def main(args) -> int:
     except (RunFailed, OSError) as error:  # OSError: a full disk, a vanished directory, named by the error itself
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second signal while the first one's checkpoint was being written
+        return 130
 
 
 def start(args):
