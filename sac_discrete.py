@@ -87,7 +87,7 @@ class Args:
     alpha: float = 0.2
     """temperature: the fixed value, or the initial one with --autotune"""
     autotune: bool = True
-    """learn alpha by minimising the temperature loss (DSAC-7) towards the target entropy"""
+    """learn alpha by minimising the temperature loss (DSAC-8) towards the target entropy"""
     target_entropy_scale: float = 0.5
     """target entropy H-bar = scale * log|A| (paper 0.98, CleanRL 0.89; 0.5 measured best on CartPole, README)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
@@ -308,21 +308,21 @@ def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, al
 
 def temperature_loss(probs: torch.Tensor, log_probs: torch.Tensor, log_alpha: torch.Tensor,
                      target_entropy: float) -> torch.Tensor:
-    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-7); Christodoulou 2019, Alg. 1; 2018b, Eq. 18.
+    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-8); Christodoulou 2019, Alg. 1; 2018b, Eq. 18.
     A function of α alone: its gradient in log α is −α(H̄ − H(π)), so α grows while the entropy is below the
     target and shrinks above. log α is optimised so that α stays positive (docs/pitfalls.md#temperature-log-alpha)."""
     return (probs.detach() * (-log_alpha.exp() * (log_probs.detach() + target_entropy))).sum(-1).mean()
 
 
 def target_entropy_for(n_actions: int, scale: float) -> float:
-    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-8): the paper's c = 0.98 is often
+    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-9): the paper's c = 0.98 is often
     unreachable; 0.5 here on CartPole, 0.89 in CleanRL on Atari (docs/pitfalls.md#discrete-target-entropy)."""
     return scale * math.log(n_actions)
 
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ̄ ← τθ + (1 − τ)θ̄, all tensors in one fused call (DSAC-9); 2018b, Alg. 1. τ = 1 is a hard copy."""
+    """θ̄ ← τθ + (1 − τ)θ̄, all tensors in one fused call (DSAC-10); 2018b, Alg. 1. τ = 1 is a hard copy."""
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
@@ -644,7 +644,7 @@ class Agent:
 
     def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor loss (DSAC-6) on Q from the just-updated critics (docs/pitfalls.md#fresh-q-for-actor), plus the
-        temperature loss (DSAC-7) with --autotune. They share no parameters, so their sum has one backward pass."""
+        temperature loss (DSAC-8) with --autotune. They share no parameters, so their sum has one backward pass."""
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
             q = self.critic(obs)
@@ -660,7 +660,7 @@ class Agent:
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step in the order of Christodoulou 2019, Alg. 1: the critics (DSAC-3)-(DSAC-5), then the actor
-        (DSAC-6) and α (DSAC-7), then the targets (DSAC-9) every --target-network-frequency gradient steps.
+        (DSAC-6) and α (DSAC-8), then the targets (DSAC-10) every --target-network-frequency gradient steps.
         Returns detached tensors: nothing here synchronises with the host."""
         self.gradient_steps += 1
         loss, metrics = self.critic_losses(batch)
@@ -775,7 +775,7 @@ def train(args: Args) -> dict:
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------------
 def play(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, device: torch.device) -> list[float]:
-    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-10), else a ~ π(·|s). Sampling uses
+    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-11), else a ~ π(·|s). Sampling uses
     its own generator, so evaluating never changes the training random stream."""
     generator = torch.Generator(device=device).manual_seed(seed)
     returns = []
@@ -799,7 +799,7 @@ def play(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, dev
 
 
 def evaluate(actor: Actor, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> dict:
-    """Greedy (DSAC-10) and stochastic returns from the same start states, on a separate environment that plays full
+    """Greedy (DSAC-11) and stochastic returns from the same start states, on a separate environment that plays full
     games with unclipped scores (docs/pitfalls.md#deterministic-evaluation); eval/return_mean is the greedy one.
     With `video_dir`, the first greedy episode is recorded there."""
     seed = args.seed + 100_000

@@ -114,7 +114,7 @@ def test_actor_loss_gradient_matches_finite_differences():
 
 
 def test_actor_loss_minimiser_is_the_boltzmann_policy_of_min_q():
-    """π* ∝ exp(min_i Q_i/α) (DSAC-11): the actor gradient vanishes there and nowhere nearby."""
+    """π* ∝ exp(min_i Q_i/α) (DSAC-7): the actor gradient vanishes there and nowhere nearby."""
     _, q = tensors()
     alpha = torch.tensor(ALPHA, dtype=torch.float64)
     boltzmann_logits = (q.min(dim=0).values / alpha).requires_grad_(True)
