@@ -368,6 +368,7 @@ def summary_of(output_dir):
     return json.loads(Path(glob.glob(f"{output_dir}/*/summary.json")[0]).read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v1", "v2"])
 def test_cli_runs_both_variants_and_writes_its_files(tmp_path, variant):
     completed = run_script("--variant", variant, "--output-dir", str(tmp_path), *TINY)
@@ -396,6 +397,7 @@ def strip_time(path):
     return events
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(tmp_path):
     flags = [*TINY, "--save-buffer", "--checkpoint-every", "0"]
     straight, first = tmp_path / "straight", tmp_path / "split"
@@ -413,6 +415,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 
 # ---------------------------------------------------------------- learning
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v2", "v1"])
 def test_learns_pendulum(tmp_path, variant):
     # Random actions score about -1200; a policy that swings up and balances scores above -400. Half-size networks and
@@ -424,6 +427,7 @@ def test_learns_pendulum(tmp_path, variant):
     assert summary_of(tmp_path)["eval_return_mean"] > -400
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v2", "v1"])
 def test_compiled_update_equals_the_eager_update(variant, float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths: three updates from the same start and noise, same parameters.

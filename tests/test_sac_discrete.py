@@ -315,6 +315,8 @@ def test_image_observations_with_a_large_adam_eps_print_a_note(capsys, env_id, a
     sd.make_vector_env(sd.Args(env_id=env_id, adam_eps=adam_eps)).close()
     assert ("--adam-eps 1e-8" in capsys.readouterr().err) == noted
 
+
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
     args = sd.Args(
@@ -371,6 +373,7 @@ def read_summary(output_dir: Path) -> dict:
     return json.loads(summary.read_text())
 
 
+@pytest.mark.slow
 def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
     result = run_script([*TINY, "--output-dir", str(tmp_path / "runs"), "--log-every", "100", "--save-buffer"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -419,6 +422,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuous(tmp_path):
     line = one_error_line(run_script(["--env-id", "Pendulum-v1", *TINY[:4]], tmp_path))
     assert "sac_continuous.py" in line and "--env-id" in line
@@ -434,6 +438,7 @@ def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuo
         (["--total-timesteps", "0"], "--total-timesteps"),
     ],
 )
+@pytest.mark.slow
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, words):
     assert words in one_error_line(run_script([*TINY, *flags], tmp_path))
 
@@ -519,6 +524,7 @@ def test_a_saved_frame_buffer_holds_only_the_slots_written_so_far(tmp_path):
         assert torch.equal(store, getattr(fresh, name)), name
 
 
+@pytest.mark.slow
 def test_learns_cartpole_well_beyond_random(tmp_path):
     """A random policy scores about 22 on CartPole-v1; 5k steps (4k updates) with seed 1 must reach 150."""
     args = sd.Args(seed=1, total_timesteps=5_000, eval_every=0, eval_episodes=5, output_dir=str(tmp_path))
@@ -526,6 +532,7 @@ def test_learns_cartpole_well_beyond_random(tmp_path):
     assert summary["eval_return_mean"] >= 150.0, summary
 
 
+@pytest.mark.slow
 def test_compiled_update_equals_the_eager_update(float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths: three updates from the same start, same parameters and metrics.
     torch._dynamo.reset()

@@ -183,6 +183,7 @@ TINY_MULTIGOAL = ["--total-timesteps", 300, "--learning-starts", 100, "--eval-ev
                   "--goal-episodes", 6, "--log-every", 100, "--value-samples", 4, "--svgd-particles", 8]
 
 
+@pytest.mark.slow
 def test_cli_multigoal_tiny_run_writes_summary_goal_counts_and_plot(tmp_path):
     done = run_script([*TINY_MULTIGOAL, "--plot", tmp_path / "goals.png"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -199,6 +200,7 @@ def test_cli_multigoal_tiny_run_writes_summary_goal_counts_and_plot(tmp_path):
     assert (run_dir / "checkpoint.pt").exists() and (tmp_path / "goals.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_cli_discrete_cartpole_tiny_run(tmp_path):
     done = run_script(["--env-id", "CartPole-v1", "--total-timesteps", 600, "--learning-starts", 200, "--eval-every", 0,
                        "--eval-episodes", 2, "--log-every", 200], tmp_path)
@@ -227,6 +229,7 @@ def test_bad_configurations_raise_a_usage_error_naming_the_flag(tmp_path, change
     assert not (tmp_path / "runs").exists()  # bad input leaves no run directory behind
 
 
+@pytest.mark.slow
 def test_no_stored_transition_crosses_an_episode_boundary_and_resume_continues(tmp_path):
     # MultiGoal with two vector envs: every stored transition must satisfy next_obs = clip(obs + action).
     done = run_script(["--total-timesteps", 400, "--num-envs", 2, "--learning-starts", 200, "--eval-every", 0,
@@ -259,6 +262,7 @@ def test_no_stored_transition_crosses_an_episode_boundary_and_resume_continues(t
     assert (tmp_path / "e.png").stat().st_size > 10_000 and len(list((tmp_path / "runs").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_sigint_saves_checkpoint_and_summary_and_exits_130(tmp_path):
     command = [sys.executable, str(SCRIPT), "--output-dir", str(tmp_path / "runs"), "--env-id", "CartPole-v1",
                "--total-timesteps", "1000000", "--log-every", "100", "--eval-every", "0", "--eval-episodes", "1"]
@@ -278,6 +282,7 @@ def test_sigint_saves_checkpoint_and_summary_and_exits_130(tmp_path):
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == summary["global_step"]
 
 
+@pytest.mark.slow
 def test_discrete_soft_q_learning_beats_random_on_cartpole(tmp_path):
     # A uniformly random policy lasts about 22 steps on CartPole-v1.
     done = run_script(["--env-id", "CartPole-v1", "--total-timesteps", 5000, "--eval-every", 0, "--eval-episodes", 5,
@@ -286,6 +291,7 @@ def test_discrete_soft_q_learning_beats_random_on_cartpole(tmp_path):
     assert read_run(tmp_path)[1]["eval_return_mean"] > 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("discrete", [True, False])
 def test_compiled_update_equals_the_eager_update(discrete, float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths; the continuous case once failed here (one graph, two backwards).
