@@ -185,8 +185,8 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
-    """y = r + γ(1 − d)(min_i Q̄_i(s', ã') − α log π(ã'|s')), ã' ~ π(·|s') now  — (SAC-10); 2018b, Eq. 5-6
-    plus the done mask. d is `terminated` only: a time limit is not part of the MDP, so it bootstraps
+    """y = r + γ(1 − d)(min_i Q̄_i(s', ã') − α log π(ã'|s')), ã' ~ π(·|s') now  — (SAC-10); 2018b,
+    Eq. 5-6 plus the done mask. d is `terminated` only: a time limit is not part of the MDP, so it bootstraps
     (docs/pitfalls.md#truncation-vs-termination)."""
     next_v = next_q.min(dim=0).values - alpha * next_log_prob
     return reward + gamma * (1.0 - terminated) * next_v

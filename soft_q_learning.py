@@ -341,8 +341,8 @@ def svgd_direction(fixed: torch.Tensor, grad_log_p: torch.Tensor, updated: torch
 
 
 def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-10); 2017,
-    Eq. 14.
+    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-10);
+    2017, Eq. 14.
 
     Its gradient is −Σ_i (∂f_φ/∂φ)ᵀ Δa_i: the network moves its samples along the Stein direction.
     """
