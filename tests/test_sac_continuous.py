@@ -184,7 +184,7 @@ def random_batch(size=64, seed=0):
 
 
 def test_v1_critic_bootstraps_from_the_target_value_network():
-    agent, learner, args = make_learner("v1")
+    agent, learner, args = make_learner("v1", reward_scale=5.0)
     with torch.no_grad():  # make V-bar(s') = 7 everywhere and V(s') = -100, so only the target network can explain the loss
         for p in agent.value_target.parameters():
             p.zero_()
@@ -192,7 +192,8 @@ def test_v1_critic_bootstraps_from_the_target_value_network():
         agent.value[-1].bias.fill_(-100.0)
     batch = random_batch()
     with torch.no_grad():
-        expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), batch.rewards + 0.99 * (1 - batch.terminated) * 7.0)
+        y = 5.0 * batch.rewards + 0.99 * (1 - batch.terminated) * 7.0  # (SAC-7) with the reward scale
+        expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), y)
     metrics = learner.critic_losses(batch)[1]
     torch.testing.assert_close(metrics["losses/qf_loss"], expected)
 
@@ -211,7 +212,7 @@ def test_v1_value_target_uses_fresh_policy_actions_not_buffer_actions():
 
 
 def test_v2_critic_target_uses_the_target_networks_and_current_policy():
-    agent, learner, args = make_learner("v2")
+    agent, learner, args = make_learner("v2", reward_scale=5.0)
     with torch.no_grad():
         for p in agent.critic_target.parameters():
             p.zero_()
@@ -220,7 +221,7 @@ def test_v2_critic_target_uses_the_target_networks_and_current_policy():
     torch.manual_seed(5)
     with torch.no_grad():
         _, next_log_prob = agent.actor.sample(batch.next_obs)
-        y = batch.rewards + 0.99 * (1 - batch.terminated) * (3.0 - args.alpha * next_log_prob)
+        y = 5.0 * batch.rewards + 0.99 * (1 - batch.terminated) * (3.0 - args.alpha * next_log_prob)  # (SAC-10)
         expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), y)
     torch.manual_seed(5)
     torch.testing.assert_close(learner.critic_losses(batch)[1]["losses/qf_loss"], expected)
@@ -263,8 +264,9 @@ def split_twin(twin: sac.TwinQ) -> list[nn.Sequential]:
 
 def test_fast_update_equals_the_textbook_update():
     # The straightforward SAC v2 step (two separate critics, one loss and one backward at a time, plain Adam) on copies
-    # of the same networks, with the same noise, must land on the same parameters as the fast update.
-    agent, learner, args = make_learner("v2")
+    # of the same networks, with the same noise, must land on the same parameters as the fast update. Three steps:
+    # Adam's first step moves each parameter by its learning rate times the sign of its gradient, whatever its size.
+    agent, learner, args = make_learner("v2", reward_scale=5.0)
     agent.double()
     learner = sac.Learner(agent, args)
     actor = sac.Actor(3, 1, args.hidden_sizes, np.array([-2.0]), np.array([2.0]), -5.0, 2.0).double()
@@ -275,34 +277,36 @@ def test_fast_update_equals_the_textbook_update():
     q_optimizer = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=args.q_lr, foreach=False)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, foreach=False)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, foreach=False)
-    batch = sac.Batch(*(x.double() for x in random_batch()))
+    batches = [sac.Batch(*(x.double() for x in random_batch(seed=step))) for step in range(3)]
     Q = lambda net, obs, action: net(torch.cat([obs, action], -1)).squeeze(-1)  # noqa: E731
 
-    torch.manual_seed(7)
-    learner.update(batch)
+    for step, batch in enumerate(batches):
+        torch.manual_seed(step)
+        learner.update(batch)
 
-    torch.manual_seed(7)
-    alpha = log_alpha.exp().item()
-    with torch.no_grad():
-        next_action, next_log_prob = actor.sample(batch.next_obs)
-        next_q = torch.min(Q(q1_target, batch.next_obs, next_action), Q(q2_target, batch.next_obs, next_action))
-        y = batch.rewards + args.gamma * (1 - batch.terminated) * (next_q - alpha * next_log_prob)
-    q_loss = 0.5 * ((Q(q1, batch.obs, batch.actions) - y) ** 2).mean() + 0.5 * ((Q(q2, batch.obs, batch.actions) - y) ** 2).mean()
-    q_optimizer.zero_grad()
-    q_loss.backward()
-    q_optimizer.step()
-    action, log_prob = actor.sample(batch.obs)
-    pi_loss = (alpha * log_prob - torch.min(Q(q1, batch.obs, action), Q(q2, batch.obs, action))).mean()
-    actor_optimizer.zero_grad()
-    pi_loss.backward()
-    actor_optimizer.step()
-    alpha_loss = -(log_alpha * (log_prob.detach() + args.target_entropy)).mean()
-    alpha_optimizer.zero_grad()
-    alpha_loss.backward()
-    alpha_optimizer.step()
-    for net, target in [(q1, q1_target), (q2, q2_target)]:
-        for p, p_target in zip(net.parameters(), target.parameters()):
-            p_target.data.mul_(1 - args.tau).add_(args.tau * p.data)
+    for step, batch in enumerate(batches):
+        torch.manual_seed(step)
+        alpha = log_alpha.exp().item()
+        with torch.no_grad():
+            next_action, next_log_prob = actor.sample(batch.next_obs)
+            next_q = torch.min(Q(q1_target, batch.next_obs, next_action), Q(q2_target, batch.next_obs, next_action))
+            y = 5.0 * batch.rewards + args.gamma * (1 - batch.terminated) * (next_q - alpha * next_log_prob)
+        q_loss = 0.5 * ((Q(q1, batch.obs, batch.actions) - y) ** 2).mean() + 0.5 * ((Q(q2, batch.obs, batch.actions) - y) ** 2).mean()
+        q_optimizer.zero_grad()
+        q_loss.backward()
+        q_optimizer.step()
+        action, log_prob = actor.sample(batch.obs)
+        pi_loss = (alpha * log_prob - torch.min(Q(q1, batch.obs, action), Q(q2, batch.obs, action))).mean()
+        actor_optimizer.zero_grad()
+        pi_loss.backward()
+        actor_optimizer.step()
+        alpha_loss = -(log_alpha * (log_prob.detach() + args.target_entropy)).mean()
+        alpha_optimizer.zero_grad()
+        alpha_loss.backward()
+        alpha_optimizer.step()
+        for net, target in [(q1, q1_target), (q2, q2_target)]:
+            for p, p_target in zip(net.parameters(), target.parameters()):
+                p_target.data.mul_(1 - args.tau).add_(args.tau * p.data)
 
     for ours, textbook in [(agent.critic, (q1, q2)), (agent.critic_target, (q1_target, q2_target))]:
         for ours_net, net in zip(split_twin(ours), textbook):
