@@ -79,6 +79,34 @@ def test_actor_samples_stay_in_bounds_and_evaluation_is_tanh_mean():
     torch.testing.assert_close(actor.deterministic(obs), torch.tanh(actor(obs)[0]))
 
 
+def test_actor_sample_returns_the_log_density_of_its_own_draw_even_when_saturated():
+    # Actor.sample must evaluate (SAC-3) at the u it drew: at |u| > 10, atanh of the clipped action is another u.
+    actor = make_actor([-1.0, -1.0], [1.0, 1.0])
+    with torch.no_grad():
+        actor.head.weight.zero_()
+        actor.head.bias.copy_(torch.tensor([12.0, -15.0, -1.0, -1.0]))  # μ = (12, −15), log σ = −1
+    obs = torch.zeros(256, 2, dtype=torch.float64)
+    torch.manual_seed(3)
+    action, log_prob = actor.sample(obs)
+    torch.manual_seed(3)
+    mean, log_std = actor(obs)
+    u = mean + log_std.exp() * torch.randn_like(mean)  # the same draw
+    torch.testing.assert_close(action, torch.tanh(u))
+    expected = (Normal(mean, log_std.exp()).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, action)).sum(-1)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-10, atol=1e-8)
+
+
+def test_exploration_draws_from_the_policy_that_sample_evaluates():
+    # The acting path (SAC-2) skips the log-probability; with the same noise it must return the same action.
+    actor = make_actor([-2.0, 0.0], [2.0, 1.0])
+    obs = torch.randn(64, 2, dtype=torch.float64)
+    torch.manual_seed(5)
+    explored = actor.explore(obs)
+    torch.manual_seed(5)
+    torch.testing.assert_close(explored, actor.sample(obs)[0])
+    assert not torch.allclose(explored, actor.deterministic(obs))  # and it is noisy
+
+
 # ---------------------------------------------------------------- targets and losses by hand
 def test_v2_target_by_hand_with_terminated_and_truncated_rows():
     # Rows: an ordinary step, a terminated step (no bootstrap), a time-limit truncation (stored with terminated = 0).
