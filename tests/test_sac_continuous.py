@@ -162,6 +162,15 @@ def test_temperature_moves_towards_the_entropy_target(log_prob, direction):
     assert direction * (log_alpha.exp().item() - 0.2) > 0
 
 
+@pytest.mark.parametrize("alpha", [0.05, 5.0])
+def test_temperature_loss_gradient_in_log_alpha_is_entropy_minus_target_at_any_alpha(alpha):
+    # (SAC-12): d J / d log α = E[−log π] − H̄, without the factor α that (SAC-11) through α = exp(log α) would add.
+    log_alpha = torch.tensor(math.log(alpha), requires_grad=True)
+    log_prob = torch.tensor([-0.5, 1.0, 2.5])  # entropy estimate −mean(log π) = −1
+    sac.temperature_loss(log_alpha, log_prob, target_entropy=-1.5).backward()
+    assert log_alpha.grad.item() == pytest.approx(-1.0 - (-1.5))
+
+
 def test_polyak_update_is_a_convex_combination():
     torch.manual_seed(0)
     online, target = nn.Linear(4, 3), nn.Linear(4, 3)
@@ -262,6 +271,32 @@ def test_policy_backward_reaches_actor_and_alpha_but_never_the_critic():
     assert all(p.grad is None for p in agent.critic.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
     assert agent.log_alpha.grad is not None and agent.log_alpha.grad != 0
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_each_loss_of_the_policy_step_moves_only_its_own_parameters(variant):
+    # One backward pass for the sum: the actor must get the gradient of (SAC-9) alone, V that of (SAC-6) with a constant
+    # target, log α that of (SAC-12) alone. A missing detach (of α, of the V target, of log π) leaks into another's.
+    agent, learner, args = make_learner(variant)
+    obs = random_batch().obs
+    torch.manual_seed(4)
+    learner.policy_losses(obs)[0].backward(inputs=learner.policy_params)
+    torch.manual_seed(4)
+    alpha = math.exp(agent.log_alpha.item())
+    action, log_prob = agent.actor.sample(obs)
+    q_new = agent.critic(obs, action)
+    actor_grads = torch.autograd.grad(sac.actor_loss(log_prob, q_new, alpha), list(agent.actor.parameters()),
+                                      retain_graph=True)
+    for parameter, expected in zip(agent.actor.parameters(), actor_grads):
+        torch.testing.assert_close(parameter.grad, expected)
+    if variant == "v1":
+        target = (q_new.min(dim=0).values - alpha * log_prob).detach()
+        value_grads = torch.autograd.grad(sac.value_loss(agent.value(obs).squeeze(-1), target), list(agent.value.parameters()))
+        for parameter, expected in zip(agent.value.parameters(), value_grads):
+            torch.testing.assert_close(parameter.grad, expected)
+    else:
+        entropy = -log_prob.detach().mean()
+        torch.testing.assert_close(agent.log_alpha.grad, entropy - args.target_entropy)
 
 
 def test_update_moves_critic_actor_and_alpha_and_polyak_moves_the_target():
