@@ -138,6 +138,82 @@ def test_temperature_grows_when_entropy_is_below_target_and_shrinks_above(entrop
     assert (log_alpha.item() > 0) == entropy_below_target
 
 
+def test_the_temperature_loss_is_a_function_of_alpha_alone():
+    # (DSAC-8): π and log π enter as constants, so no gradient reaches the logits; in log α the gradient is α(H − H̄).
+    logits = torch.tensor(LOGITS, dtype=torch.float64, requires_grad=True)
+    log_alpha = torch.tensor(math.log(ALPHA), dtype=torch.float64, requires_grad=True)
+    target_entropy = sd.target_entropy_for(3, 0.5)
+    sd.temperature_loss(*sd.policy_probabilities(logits), log_alpha, target_entropy).backward()
+    assert logits.grad is None
+    entropy = sum(-sum(p * logp for p, logp in zip(*hand_policy(row))) for row in LOGITS) / 2
+    assert log_alpha.grad.item() == pytest.approx(ALPHA * (entropy - target_entropy), abs=1e-12)
+
+
+def small_agent(**changes):
+    """An MLP agent on 4-dimensional observations and 3 actions whose target critics differ from the online ones."""
+    torch.manual_seed(0)
+    agent = sd.Agent(sd.Args(hidden_sizes=(16,), **changes), (4,), 3, torch.device("cpu"))
+    with torch.no_grad():
+        for parameter in agent.critic_target.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    return agent
+
+
+def random_batch(size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return sd.Batch(torch.randn(size, 4, generator=g), torch.randint(0, 3, (size,), generator=g),
+                    torch.randn(size, generator=g), torch.randn(size, 4, generator=g),
+                    (torch.rand(size, generator=g) < 0.3).float())
+
+
+def test_critic_target_reads_the_target_critics_and_the_current_policy():
+    agent, batch = small_agent(), random_batch()
+    loss = agent.critic_losses(batch)[0]
+    with torch.no_grad():
+        alpha = math.exp(agent.log_alpha.item())
+        log_pi = torch.log_softmax(agent.actor(batch.next_obs), -1)
+        q_bar = torch.minimum(*agent.critic_target(batch.next_obs))  # (DSAC-3) reads Q̄, never Q
+        y = batch.rewards + agent.args.gamma * (1 - batch.terminated) * (log_pi.exp() * (q_bar - alpha * log_pi)).sum(-1)
+        q1, q2 = (q.gather(1, batch.actions[:, None]).squeeze(1) for q in agent.critic(batch.obs))
+        expected = 0.5 * ((q1 - y) ** 2).mean() + 0.5 * ((q2 - y) ** 2).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_each_loss_of_the_policy_step_moves_only_its_own_parameters():
+    # One backward pass for the sum: the actor must get the gradient of (DSAC-6) alone, on Q of the online critics, and
+    # log α that of (DSAC-8) alone, α(H − H̄). A missing detach would leak one loss into the other's parameters.
+    agent, obs = small_agent(), random_batch().obs
+    agent.policy_losses(obs)[0].backward(inputs=agent.policy_params)
+    alpha = math.exp(agent.log_alpha.item())
+    log_pi = torch.log_softmax(agent.actor(obs), -1)
+    with torch.no_grad():
+        q = torch.minimum(*agent.critic(obs))
+    actor_loss = (log_pi.exp() * (alpha * log_pi - q)).sum(-1).mean()
+    for parameter, expected in zip(agent.actor.parameters(), torch.autograd.grad(actor_loss, list(agent.actor.parameters()))):
+        torch.testing.assert_close(parameter.grad, expected)
+    entropy = -(log_pi.exp() * log_pi).sum(-1).mean().item()
+    assert agent.log_alpha.grad.item() == pytest.approx(alpha * (entropy - agent.target_entropy), rel=1e-5)
+
+
+def test_target_update_is_a_convex_combination():
+    agent = small_agent()
+    before = [p.clone() for p in agent.critic_target.parameters()]
+    sd.polyak_update(agent.critic_target, agent.critic, 0.3)  # (DSAC-10)
+    for new, old, online in zip(agent.critic_target.parameters(), before, agent.critic.parameters()):
+        torch.testing.assert_close(new, 0.3 * online + 0.7 * old)
+
+
+def test_exploring_samples_actions_with_the_policy_probabilities():
+    agent = small_agent()
+    with torch.no_grad():
+        agent.actor.net[-1].weight.zero_()
+        agent.actor.net[-1].bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+    torch.manual_seed(1)
+    actions = agent.act(np.zeros((20_000, 4), np.float32))  # (DSAC-1): a ~ π(·|s), not the argmax
+    frequencies = np.bincount(actions, minlength=3) / len(actions)
+    np.testing.assert_allclose(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).numpy(), atol=0.01)
+
+
 def test_twin_critic_members_are_independent_networks():
     torch.manual_seed(0)
     for obs_shape in [(5,), (4, 36, 36)]:
