@@ -328,6 +328,7 @@ class FramesEnv(gym.Env):
 
 gym.register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=7)
 gym.register("FramesEnv-v0", entry_point=FramesEnv, max_episode_steps=8)
+gym.register("ShortCountingEnv-v0", entry_point=CountingEnv, max_episode_steps=4)
 
 
 def test_stored_transitions_never_cross_episodes_and_truncation_is_not_termination():
@@ -351,6 +352,47 @@ def test_stored_transitions_never_cross_episodes_and_truncation_is_not_terminati
     assert torch.equal(s_next[:, 1], s[:, 1] + 1)
     assert torch.equal(d, ((a == 1) & (s_next[:, 1] >= 3)).float()), "terminated must be the env's rule only"
     assert ((s_next[:, 1] == 7) & (d == 0)).any(), "time-limit steps must be stored as not terminated"
+
+
+def test_the_training_loop_stores_termination_not_truncation_and_the_true_next_observation(tmp_path):
+    # The same rules through sd.train's own choice of flags (DSAC-4); a time limit of 4 makes truncations frequent.
+    args = sd.Args(env_id="ShortCountingEnv-v0", num_envs=2, total_timesteps=120, learning_starts=40, batch_size=8,
+                   hidden_sizes=(8,), eval_every=0, eval_episodes=1, save_buffer=True, output_dir=str(tmp_path))
+    summary = sd.train(args)
+    buffer = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)["buffer"]
+    s, s_next, a, d = buffer["obs"], buffer["next_obs"], buffer["actions"], buffer["terminated"]
+    assert len(s) == 120
+    assert torch.equal(s_next[:, 0], s[:, 0]) and torch.equal(s_next[:, 1], s[:, 1] + 1)
+    assert torch.equal(d, ((a == 1) & (s_next[:, 1] >= 3)).float())
+    assert ((s_next[:, 1] == 4) & (a == 0) & (d == 0)).sum() >= 5  # truncated at the time limit: not terminal
+
+
+class OneGoodActionEnv(gym.Env):
+    """Reward 1 for action 1, 0 otherwise; 10 steps per episode (TimeLimit)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(4, np.float32), float(action == 1), False, False, {}
+
+
+gym.register("OneGoodActionEnv-v0", entry_point=OneGoodActionEnv, max_episode_steps=10)
+
+
+def test_greedy_evaluation_plays_the_most_probable_action():
+    # π(1|s) = 0.58: the greedy policy (DSAC-11) scores 10 in every episode, the sampled one less.
+    actor = sd.Actor((4,), 3, (8,))
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    metrics = sd.evaluate(actor, sd.Args(env_id="OneGoodActionEnv-v0"), torch.device("cpu"), episodes=5)
+    assert metrics["eval/return_mean"] == 10.0 and metrics["eval/return_std"] == 0.0
+    assert metrics["eval/stochastic_return_mean"] < 9.0
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])
