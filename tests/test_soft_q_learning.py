@@ -69,6 +69,60 @@ def test_soft_q_target_masks_only_termination():
         sql.soft_bellman_loss(torch.zeros(4), torch.zeros(4, 1))
 
 
+@pytest.mark.parametrize("discrete", [True, False])
+def test_soft_bellman_loss_reads_the_target_network_and_scales_the_reward(discrete):
+    # (SQL-5), (SQL-6) with V̄ of (SQL-2) or (SQL-4) from Q̄, which here differs from Q, and a reward scale of 3 (SQL-12).
+    alpha, scale, gamma, samples = 0.5, 3.0, 0.9, 8
+    args = sql.Args(alpha=alpha, reward_scale=scale, gamma=gamma, q_lr=1e-3, hidden_sizes=(16,), value_samples=samples)
+    space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
+    torch.manual_seed(0)
+    agent = sql.Agent(args, 4, space)
+    learner = sql.Learner(agent, args)
+    with torch.no_grad():
+        for parameter in agent.q_target.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    g = torch.Generator().manual_seed(1)
+    actions = torch.randint(0, 3, (16,), generator=g) if discrete else torch.rand(16, 2, generator=g) * 2 - 1
+    batch = sql.Batch(torch.randn(16, 4, generator=g), actions, torch.randn(16, generator=g),
+                      torch.randn(16, 4, generator=g), (torch.rand(16, generator=g) < 0.3).float())
+    torch.manual_seed(2)
+    loss = learner.q_loss(batch)[0]
+    torch.manual_seed(2)
+    with torch.no_grad():
+        if discrete:
+            next_value = alpha * torch.log(torch.exp(agent.q_target(batch.next_obs) / alpha).sum(-1))
+            q = agent.q(batch.obs)[torch.arange(16), batch.actions]
+        else:  # α log of the mean of exp(Q̄/α) / q(a) over uniform a in [−1, 1]², q(a) = 1/4
+            proposal = torch.rand(16, samples, 2) * 2 - 1
+            next_value = alpha * torch.log((torch.exp(agent.q_target(batch.next_obs, proposal) / alpha) * 4).mean(-1))
+            q = agent.q(batch.obs, batch.actions)
+        y = scale * batch.rewards + gamma * (1 - batch.terminated) * next_value
+        torch.testing.assert_close(loss, 0.5 * ((q - y) ** 2).mean())
+
+
+def test_acting_samples_actions_with_the_boltzmann_probabilities():
+    # (SQL-1) by Gumbel-max: over many draws the frequencies are softmax(Q/α).
+    agent = sql.Agent(sql.Args(alpha=0.5, hidden_sizes=(8,)), 4, gym.spaces.Discrete(3))
+    with torch.no_grad():
+        agent.q.net[-1].weight.zero_()
+        agent.q.net[-1].bias.copy_(torch.tensor([0.0, 0.5, 1.0]))
+    actions, _ = agent.act(np.zeros((20_000, 4), np.float32), generator=torch.Generator().manual_seed(0))
+    frequencies = np.bincount(actions, minlength=3) / len(actions)
+    np.testing.assert_allclose(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).numpy(), atol=0.01)
+
+
+def test_target_update_is_a_hard_copy_at_tau_one_and_a_convex_combination_below():
+    torch.manual_seed(0)
+    online, target = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in target.parameters()]
+    sql.polyak_update(target, online, 0.25)  # (SQL-7)
+    for new, old, theta in zip(target.parameters(), before, online.parameters()):
+        torch.testing.assert_close(new, 0.25 * theta + 0.75 * old)
+    sql.polyak_update(target, online, 1.0)
+    for new, theta in zip(target.parameters(), online.parameters()):
+        torch.testing.assert_close(new, theta)
+
+
 # ---------------------------------------------------------------------------------------------------- kernel and SVGD
 def test_rbf_kernel_value_and_gradient_match_hand_and_autograd():
     generator = torch.Generator().manual_seed(0)
