@@ -242,6 +242,42 @@ def test_multigoal_dynamics_rewards_and_termination():
     assert truncated and not terminated and step == 29
 
 
+# ---------------------------------------------------------------------------------------------------- training loop
+class CountingEnv(gym.Env):
+    """obs = (episode id, t); terminates when action 1 is taken at t >= 3; registered with a time limit of 4."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.episode, self.t = -1, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return np.array([self.episode, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.episode, self.t], np.float32), 1.0, bool(action == 1 and self.t >= 3), False, {}
+
+
+gym.register("SQLCountingEnv-v0", entry_point=CountingEnv, max_episode_steps=4)
+
+
+def test_the_training_loop_stores_termination_not_truncation_and_the_true_next_observation(tmp_path):
+    # Through sql.train's own choice of flags: d is `terminated` only (SQL-5), s' the episode's own last observation.
+    args = sql.Args(env_id="SQLCountingEnv-v0", num_envs=2, total_timesteps=120, learning_starts=40, batch_size=8,
+                    hidden_sizes=(8,), eval_every=0, eval_episodes=1, save_buffer=True, output_dir=str(tmp_path))
+    summary = sql.train(args)
+    buffer = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)["buffer"]
+    s, s_next, a, d = buffer["obs"], buffer["next_obs"], buffer["actions"], buffer["terminated"]
+    assert len(s) == 120
+    assert torch.equal(s_next[:, 0], s[:, 0]) and torch.equal(s_next[:, 1], s[:, 1] + 1)
+    assert torch.equal(d, ((a == 1) & (s_next[:, 1] >= 3)).float())
+    assert ((s_next[:, 1] == 4) & (a == 0) & (d == 0)).sum() >= 5  # truncated at the time limit: not terminal
+
+
 # ---------------------------------------------------------------------------------------------------- command line
 def run_script(args, tmp_path, script=SCRIPT, cwd=None, timeout=120):
     command = [sys.executable, str(script), "--output-dir", str(tmp_path / "runs"), *map(str, args)]
