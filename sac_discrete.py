@@ -79,7 +79,7 @@ class Args:
     q_lr: float = 1e-3
     """Adam learning rate of the twin critics (tuned here for CartPole, README; Christodoulou 2019: 3e-4)"""
     adam_eps: float = 1e-4
-    """Adam epsilon; for pixels pass 1e-8: this default, CleanRL's 1e-4, stalls the image actor (docs/pitfalls.md)"""
+    """Adam epsilon (CleanRL and the discrete SAC author: 1e-4); for pixels pass 1e-8: 1e-4 stalled our image actor"""
     update_frequency: int = 1
     """one gradient step every this many environment steps (Atari: 4)"""
     target_network_frequency: int = 1
