@@ -1,7 +1,8 @@
 """Soft Actor-Critic for discrete actions, from vector or pixel observations.
 
 Papers
-- Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207 (Alg. 1).
+- Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207 (§3; Eq. 10 soft value,
+  Eq. 11 temperature loss, Eq. 12 policy loss; Alg. 1).
 - Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905
   (twin Q, target Q, Eq. 5 Q loss, Eq. 18 temperature loss).
 - Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518 (Nature CNN, Atari
@@ -279,7 +280,7 @@ def policy_entropy(probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor
 
 def soft_state_value(next_probs: torch.Tensor, next_log_probs: torch.Tensor, next_target_q: torch.Tensor,
                      alpha: torch.Tensor) -> torch.Tensor:
-    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Alg. 1.
+    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Eq. 10.
     next_target_q: (2, B, |A|); the minimum is taken action by action, then the expectation."""
     return (next_probs * (next_target_q.min(dim=0).values - alpha * next_log_probs)).sum(-1)
 
@@ -301,22 +302,23 @@ def critic_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "mse") 
 
 
 def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Alg. 1, which
-    writes the objective to maximise, π(s)ᵀ[Q − α log π]; this is its negative. q: (2, B, |A|), a constant."""
+    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Eq. 12.
+    q: (2, B, |A|), a constant."""
     return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
 
 
 def temperature_loss(probs: torch.Tensor, log_probs: torch.Tensor, log_alpha: torch.Tensor,
                      target_entropy: float) -> torch.Tensor:
-    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-8); Christodoulou 2019, Alg. 1; 2018b, Eq. 18.
+    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-8); Christodoulou 2019, Eq. 11; 2018b, Eq. 18.
     A function of α alone: its gradient in log α is −α(H̄ − H(π)), so α grows while the entropy is below the
     target and shrinks above. log α is optimised so that α stays positive (docs/pitfalls.md#temperature-log-alpha)."""
     return (probs.detach() * (-log_alpha.exp() * (log_probs.detach() + target_entropy))).sum(-1).mean()
 
 
 def target_entropy_for(n_actions: int, scale: float) -> float:
-    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-9): the paper's c = 0.98 is often
-    unreachable; 0.5 here on CartPole, 0.89 in CleanRL on Atari (docs/pitfalls.md#discrete-target-entropy)."""
+    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-9): the paper's c = 0.98 keeps π near
+    uniform (with 2 actions the better one gets at most 58.3%), so α grows until π is nearly uniform; 0.5 here on
+    CartPole, 0.89 in CleanRL on Atari (docs/pitfalls.md#discrete-target-entropy)."""
     return scale * math.log(n_actions)
 
 
@@ -393,7 +395,7 @@ def nature_cnn_output_size(frame_stack: int, height: int, width: int) -> int:
 
 
 class Actor(nn.Module):
-    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, Alg. 1."""
+    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, §3."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
@@ -412,7 +414,7 @@ class Actor(nn.Module):
 
 class TwinCritic(nn.Module):
     """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|)
-    (DSAC-3); Christodoulou 2019, Alg. 1."""
+    (DSAC-3); Christodoulou 2019, §3."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
