@@ -227,9 +227,10 @@ def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tens
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """J(α) = E_{a~π}[−α(log π(a|s) + H̄)]  — (SAC-11); 2018b, Eq. 18; written as (SAC-12), log α in place of
-    α: the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
-    softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
-    estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
+    α: the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (as
+    Stable-Baselines3, and the SAC authors' softlearning in its TF1 code; since March 2020 softlearning multiplies by α
+    = exp(log α), as in (SAC-11); CleanRL measured both forms equal, PR #414). The entropy estimate is detached: this
+    loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
