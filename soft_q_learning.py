@@ -17,7 +17,8 @@ Continuous actions (a Box action space; the paper's algorithm):
     a sampling network a = f_φ(s, ξ), ξ ~ N(0, I), trained by amortized Stein variational gradient descent towards
     exp(Q(s,·)/α) (SQL-9, SQL-10).
 The temperature appears twice: `--alpha` divides Q, `--reward-scale` multiplies rewards. The paper fixes α = 1 and
-scales rewards (SQL-12; docs/pitfalls.md#reward-scale): 0.1 for the multi-goal environment, 30 for MuJoCo tasks.
+scales rewards (SQL-12; docs/pitfalls.md#reward-scale): 0.1 for the multi-goal environment, and per MuJoCo task 30
+(Swimmer, Hopper, HalfCheetah), 10 (Walker), 300 (Ant), 100 (Humanoid).
 
 The default run is the paper's multi-goal experiment (`--env-id MultiGoal`, defined below): a point mass starts at
 the origin and four goals pay the same. A maximum-entropy policy keeps all four; `--plot multigoal.png` draws
@@ -100,7 +101,7 @@ class Args:
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add ∇_a Σ log(1 − a²) to ∇_a log p, as softqlearning does (not in the paper): keeps particles inside"""
+    """add ∇ Σ log(1-a²) to ∇ log p as softqlearning does: f_φ then samples exp(Q/α)Π(1-a²), not exp(Q/α)"""
     eval_stochastic: bool | None = None
     """evaluate by sampling the policy instead of argmax Q / f_φ(s, 0) (default: True on MultiGoal, False elsewhere)"""
     goal_episodes: int = 50
@@ -351,7 +352,8 @@ def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) 
 
 def squash_correction_gradient(u: torch.Tensor) -> torch.Tensor:
     """∇_a Σ_k log(1 − a_k²) at a = tanh(u): −2a/(1 − a²) = −sinh(2u), the term softqlearning sql.py
-    adds to ∇_a log p (not in the paper)  — (SQL-11). From the pre-tanh u it stays exact where 1 − a² has
+    adds to ∇_a log p (not in the paper)  — (SQL-11). SVGD moves the particles in a, so with it the sampler's
+    target is exp(Q/α) Π_k (1 − a_k²), not (SQL-1). From the pre-tanh u it stays exact where 1 − a² has
     rounded to 0 (|u| > 9 in float32), which a gradient through log(1 − a²) cannot do."""
     return -torch.sinh(2.0 * u)
 
