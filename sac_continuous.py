@@ -43,7 +43,7 @@ SCRIPT = "sac_continuous"
 class Args:
     # The algorithm
     env_id: str = "Pendulum-v1"
-    """gymnasium environment with a Box action space"""
+    """gymnasium id with Box actions (Pendulum-v1, Hopper-v5, ...); your own: module:Env-v0, the module registers it"""
     variant: Literal["v1", "v2"] = "v2"
     """v2: twin Q, target Q, learned temperature (2018b); v1: separate V network and target V, fixed alpha (2018a)"""
     total_timesteps: int = 15_000
@@ -184,8 +184,8 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
-    """y = r + γ(1 − d)(min_i Q̄_i(s', ã') − α log π(ã'|s')), ã' ~ π(·|s') now  — (SAC-9); 2018b, Eq. 5-6
-    plus the done mask. d is `terminated` only: a time limit is not part of the MDP, so it bootstraps
+    """y = r + γ(1 − d)(min_i Q̄_i(s', ã') − α log π(ã'|s')), ã' ~ π(·|s') now  — (SAC-10); 2018b,
+    Eq. 5-6 plus the done mask. d is `terminated` only: a time limit is not part of the MDP, so it bootstraps
     (docs/pitfalls.md#truncation-vs-termination)."""
     next_v = next_q.min(dim=0).values - alpha * next_log_prob
     return reward + gamma * (1.0 - terminated) * next_v
@@ -218,7 +218,7 @@ def value_loss(v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tensor:
-    """J_π(φ) = E_{s,ε}[α log π(ã|s) − min_i Q_i(s, ã)], ã = tanh(μ + σε) reparameterized  — (SAC-10);
+    """J_π(φ) = E_{s,ε}[α log π(ã|s) − min_i Q_i(s, ã)], ã = tanh(μ + σε) reparameterized  — (SAC-9);
     2018b, Eq. 9."""
     assert log_prob.shape == q_new.shape[1:], f"log π {tuple(log_prob.shape)} against Q {tuple(q_new.shape)}"
     return (alpha * log_prob - q_new.min(dim=0).values).mean()
@@ -226,9 +226,10 @@ def actor_loss(log_prob: torch.Tensor, q_new: torch.Tensor, alpha) -> torch.Tens
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """J(α) = E_{a~π}[−α(log π(a|s) + H̄)]  — (SAC-11); 2018b, Eq. 18; written as (SAC-12), log α in place of
-    α: the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (SAC authors'
-    softlearning and Stable-Baselines3 do the same; CleanRL measured both forms equal, PR #414). The entropy
-    estimate is detached: this loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
+    α: the gradient has the same sign, alpha stays positive, and the step does not shrink as alpha does (as
+    Stable-Baselines3, and the SAC authors' softlearning in its TF1 code; since March 2020 softlearning multiplies by α
+    = exp(log α), as in (SAC-11); CleanRL measured both forms equal, PR #414). The entropy estimate is detached: this
+    loss moves alpha only. Entropy below the target (log pi > -H-bar) makes alpha grow."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
@@ -432,7 +433,7 @@ class Learner:
         return {name: getattr(self, name) for name in names}
 
     def critic_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """J_Q (SAC-8) towards the v2 target (SAC-9: twin target Q, next action from the current policy) or the v1
+        """J_Q (SAC-8) towards the v2 target (SAC-10: twin target Q, next action from the current policy) or the v1
         target (SAC-7: target V)."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
@@ -451,7 +452,7 @@ class Learner:
 
     def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Actor loss, plus the V loss (v1) and the temperature loss (--autotune), all from the same fresh actions and
-        the just-updated critic (docs/pitfalls.md#fresh-q-for-actor): (SAC-10), (SAC-6) for v1, (SAC-12)."""
+        the just-updated critic (docs/pitfalls.md#fresh-q-for-actor): (SAC-9), (SAC-6) for v1, (SAC-12)."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         action, log_prob = agent.actor.sample(obs)
@@ -472,7 +473,7 @@ class Learner:
         return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step (2018b, Algorithm 1): the critics (SAC-8), then the actor (SAC-10) with V (SAC-6, v1) and
+        """One gradient step (2018b, Algorithm 1): the critics (SAC-8), then the actor (SAC-9) with V (SAC-6, v1) and
         α (SAC-12), then the targets (SAC-13)."""
         self.gradient_steps += 1
         loss, metrics = self.critic_losses(batch)
@@ -562,7 +563,7 @@ def train(args: Args) -> dict:
                     actions = agent.actor.explore(obs_tensor).cpu().numpy()
                 env_actions = actions * action_scale + action_bias
             next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
-            # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SAC-9).
+            # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SAC-10).
             buffer.add(obs, actions, rewards, true_next_obs(next_obs, infos), terminations)
             obs = next_obs
             run.advance(args.num_envs)

@@ -1,7 +1,8 @@
 """Soft Actor-Critic for discrete actions, from vector or pixel observations.
 
 Papers
-- Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207 (Alg. 1).
+- Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207 (§3; Eq. 10 soft value,
+  Eq. 11 temperature loss, Eq. 12 policy loss; Alg. 1).
 - Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905
   (twin Q, target Q, Eq. 5 Q loss, Eq. 18 temperature loss).
 - Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518 (Nature CNN, Atari
@@ -49,7 +50,7 @@ SCRIPT = "sac_discrete"
 class Args:
     # The algorithm
     env_id: str = "CartPole-v1"
-    """gymnasium id with a Discrete action space (CartPole-v1, Acrobot-v1, LunarLander-v3, ALE/Pong-v5, ...)"""
+    """gymnasium id with Discrete actions (CartPole-v1, PongNoFrameskip-v4, ...); your own: module:Env-v0"""
     total_timesteps: int | None = None
     """environment steps, all vector envs together (default from PRESETS: vectors 30k; pixels 100k, the paper)"""
     num_envs: int = 1
@@ -69,7 +70,7 @@ class Args:
     q_lr: float | None = None
     """Adam learning rate of the critics and of log alpha (default from PRESETS: vectors 1e-3, tuned; pixels 3e-4)"""
     adam_eps: float | None = None
-    """Adam epsilon (default from PRESETS: vectors 1e-4, as CleanRL; pixels 1e-8: 1e-4 stalled the actor here)"""
+    """Adam epsilon (default from PRESETS: vectors 1e-4, as CleanRL and the author; pixels 1e-8: 1e-4 stalled ours)"""
     update_frequency: int | None = None
     """one gradient step every this many environment steps (default from PRESETS: vectors 1; pixels 4, the paper)"""
     target_network_frequency: int | None = None
@@ -77,7 +78,7 @@ class Args:
     alpha: float = 0.2
     """temperature: the fixed value, or the initial one with --autotune"""
     autotune: bool = True
-    """learn alpha by minimising the temperature loss (DSAC-7) towards the target entropy"""
+    """learn alpha by minimising the temperature loss (DSAC-8) towards the target entropy"""
     target_entropy_scale: float | None = None
     """H-bar = scale * log|A| (default from PRESETS: vectors 0.5, measured best on CartPole; pixels 0.98, the paper)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
@@ -282,7 +283,7 @@ def policy_entropy(probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor
 
 def soft_state_value(next_probs: torch.Tensor, next_log_probs: torch.Tensor, next_target_q: torch.Tensor,
                      alpha: torch.Tensor) -> torch.Tensor:
-    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Alg. 1.
+    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Eq. 10.
     next_target_q: (2, B, |A|); the minimum is taken action by action, then the expectation."""
     return (next_probs * (next_target_q.min(dim=0).values - alpha * next_log_probs)).sum(-1)
 
@@ -302,13 +303,13 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Alg. 1, which
-    writes the objective to maximise, π(s)ᵀ[Q − α log π]; this is its negative. q: (2, B, |A|), a constant."""
+    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Eq. 12.
+    q: (2, B, |A|), a constant."""
     return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-7); Christodoulou 2019, Alg. 1; 2018b, Eq. 18.
+    """J(α) = E_s[π(·|s)ᵀ(−α(log π(·|s) + H̄))] (DSAC-8); Christodoulou 2019, Eq. 11; 2018b, Eq. 18.
     log_prob is the exact expectation π(·|s)ᵀ log π(·|s) = −H(π(·|s)) per state. Written, as in
     sac_continuous.py, with log α in place of α: the gradient has the same sign, α stays positive, and the step does
     not shrink as α does (docs/pitfalls.md#temperature-log-alpha). Entropy below the target makes α grow."""
@@ -316,14 +317,15 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 
 def target_entropy_for(n_actions: int, scale: float) -> float:
-    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-8): the paper's c = 0.98 is often
-    unreachable; 0.5 here on CartPole, 0.89 in CleanRL on Atari (docs/pitfalls.md#discrete-target-entropy)."""
+    """H̄ = c · log|A|, a fraction of the uniform policy's entropy (DSAC-9): the paper's c = 0.98 keeps π near
+    uniform (with 2 actions the better one gets at most 58.3%), so α grows until π is nearly uniform; 0.5 here on
+    CartPole, 0.89 in CleanRL on Atari (docs/pitfalls.md#discrete-target-entropy)."""
     return scale * math.log(n_actions)
 
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ̄ ← τθ + (1 − τ)θ̄, all tensors in one fused call (DSAC-9); 2018b, Alg. 1. τ = 1 is a hard copy."""
+    """θ̄ ← τθ + (1 − τ)θ̄, all tensors in one fused call (DSAC-10); 2018b, Alg. 1. τ = 1 is a hard copy."""
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
@@ -394,7 +396,7 @@ def nature_cnn_output_size(frame_stack: int, height: int, width: int) -> int:
 
 
 class Actor(nn.Module):
-    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, Alg. 1."""
+    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, §3."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
@@ -417,7 +419,7 @@ class Actor(nn.Module):
 
 class TwinCritic(nn.Module):
     """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|)
-    (DSAC-3); Christodoulou 2019, Alg. 1."""
+    (DSAC-3); Christodoulou 2019, §3."""
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
@@ -655,7 +657,7 @@ class Learner:
 
     def policy_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor loss (DSAC-6) on Q from the just-updated critics (docs/pitfalls.md#fresh-q-for-actor), plus the
-        temperature loss (DSAC-7) with --autotune."""
+        temperature loss (DSAC-8) with --autotune."""
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         with torch.no_grad():
@@ -673,7 +675,7 @@ class Learner:
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step in the order of Christodoulou 2019, Alg. 1: the critics (DSAC-3)-(DSAC-5), then the actor
-        (DSAC-6) and α (DSAC-7), then the targets (DSAC-9) every --target-network-frequency gradient steps."""
+        (DSAC-6) and α (DSAC-8), then the targets (DSAC-10) every --target-network-frequency gradient steps."""
         self.gradient_steps += 1
         loss, metrics = self.critic_losses(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
@@ -783,7 +785,7 @@ def train(args: Args) -> dict:
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------------
 def play(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, device: torch.device) -> list[float]:
-    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-10), else a ~ π(·|s). Sampling uses
+    """Returns of `episodes` full episodes: a = argmax_a π(a|s) if greedy (DSAC-11), else a ~ π(·|s). Sampling uses
     its own generator, so evaluating never changes the training random stream."""
     generator = torch.Generator(device=device).manual_seed(seed)
     returns = []
@@ -807,7 +809,7 @@ def play(actor: Actor, env: gym.Env, episodes: int, seed: int, greedy: bool, dev
 
 
 def evaluate(actor: Actor, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> dict:
-    """Greedy (DSAC-10) and stochastic returns from the same start states, on a separate environment that plays full
+    """Greedy (DSAC-11) and stochastic returns from the same start states, on a separate environment that plays full
     games with unclipped scores (docs/pitfalls.md#deterministic-evaluation); eval/return_mean is the greedy one.
     With `video_dir`, the first greedy episode is recorded there."""
     seed = args.seed + 100_000

@@ -364,6 +364,14 @@ def validate(args: Args) -> None:
         raise ValueError(f"--tol must be > 0, got {args.tol}")
     if args.num_states < 1 or args.num_actions < 1:
         raise ValueError("--num-states and --num-actions must be at least 1")
+    if args.env == "random" and hasattr(os, "sysconf"):
+        # The largest arrays: P (S·A·S) and the matrix of the exact solve of (SPI-6), (S·A)², in float64.
+        pairs = args.num_states * args.num_actions
+        needed = 8 * (pairs * args.num_states + pairs**2)
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > total:
+            raise ValueError(f"--num-states {args.num_states} and --num-actions {args.num_actions} need "
+                             f"{needed / 2**30:.0f} GiB, more than the {total / 2**30:.0f} GiB of memory; lower them")
     if args.max_iterations < 1 or args.max_evaluation_sweeps < 1:
         raise ValueError("--max-iterations and --max-evaluation-sweeps must be at least 1")
     if args.output_json:

@@ -15,9 +15,10 @@ Discrete actions (chosen automatically for a Discrete action space): the soft va
 Continuous actions (a Box action space; the paper's algorithm):
     V(s) = α [log (1/M) Σ_j exp(Q(s,a_j)/α) / q(a_j)],  a_j ~ q = uniform on [−1, 1]^d  (SQL-4)
     a sampling network a = f_φ(s, ξ), ξ ~ N(0, I), trained by amortized Stein variational gradient descent towards
-    exp(Q(s,·)/α) (SQL-8, SQL-9).
+    exp(Q(s,·)/α) (SQL-9, SQL-10).
 The temperature appears twice: `--alpha` divides Q, `--reward-scale` multiplies rewards. The paper fixes α = 1 and
-scales rewards (SQL-11; docs/pitfalls.md#reward-scale): 0.1 for the multi-goal environment, 30 for MuJoCo tasks.
+scales rewards (SQL-12; docs/pitfalls.md#reward-scale): 0.1 for the multi-goal environment, and per MuJoCo task 30
+(Swimmer, Hopper, HalfCheetah), 10 (Walker), 300 (Ant), 100 (Humanoid).
 
 The default run is the paper's multi-goal experiment (`--env-id MultiGoal`, defined below): a point mass starts at
 the origin and four goals pay the same. A maximum-entropy policy keeps all four; `--plot multigoal.png` draws
@@ -57,7 +58,7 @@ SCRIPT = "soft_q_learning"
 class Args:
     # The algorithm
     env_id: str = "MultiGoal"
-    """'MultiGoal' (the paper's multi-goal environment, defined here) or a gymnasium id with Discrete or Box actions"""
+    """'MultiGoal' (the paper's multi-goal task, defined here), a gymnasium id, or your own as module:Env-v0"""
     total_timesteps: int | None = None
     """environment steps (default from PRESETS: MultiGoal 15k, discrete 60k, other continuous 30k)"""
     num_envs: int = 1
@@ -93,7 +94,7 @@ class Args:
     kernel_min_bandwidth: float = 1e-3
     """floor of the median-heuristic RBF bandwidth h (softqlearning kernel.py h_min: 1e-3)"""
     squash_correction: bool = True
-    """add ∇_a Σ log(1 − a²) to ∇_a log p, as softqlearning does (not in the paper): keeps particles inside"""
+    """add ∇ Σ log(1-a²) to ∇ log p as softqlearning does: f_φ then samples exp(Q/α)Π(1-a²), not exp(Q/α)"""
     # The run: seeding, evaluation, outputs, checkpoints
     exp_name: str = SCRIPT
     """name of the experiment, part of the run directory name"""
@@ -155,7 +156,7 @@ PRESETS = {
 # Environments
 # ----------------------------------------------------------------------------------------------------------------------
 class MultiGoalEnv(gym.Env):
-    """The multi-goal environment of 2017, §6.1 (softqlearning/environments/multigoal.py)  — (SQL-12).
+    """The multi-goal environment of 2017, §6.1 (softqlearning/environments/multigoal.py)  — (SQL-13).
 
     State: position in [−7, 7]². Action: velocity in [−1, 1]² (clipped). position ← clip(position + action).
     Reward: −(30 ‖a‖² + min_g ‖position − g‖²), computed at the new position, plus 10 and termination when
@@ -322,7 +323,7 @@ def soft_bellman_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def rbf_kernel(xs: torch.Tensor, ys: torch.Tensor, min_bandwidth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """κ(x, y) = exp(−‖x − y‖² / h), ∇_x κ = −2 (x − y) κ / h  — (SQL-7); Liu & Wang 2016, §5.
+    """κ(x, y) = exp(−‖x − y‖² / h), ∇_x κ = −2 (x − y) κ / h  — (SQL-8); Liu & Wang 2016, §5.
     xs: (..., Kx, D), ys: (..., Ky, D).
 
     Returns kappa (..., Kx, Ky) and its gradient w.r.t. xs (..., Kx, Ky, D). Median heuristic (as softqlearning
@@ -342,7 +343,7 @@ def rbf_kernel(xs: torch.Tensor, ys: torch.Tensor, min_bandwidth: float = 1e-3) 
 
 def svgd_direction(fixed: torch.Tensor, grad_log_p: torch.Tensor, updated: torch.Tensor,
                    min_bandwidth: float = 1e-3) -> torch.Tensor:
-    """Δa_i = (1/K) Σ_j [κ(a_j, a_i) ∇_{a_j} log p(a_j) + ∇_{a_j} κ(a_j, a_i)], log p = Q(s,·)/α  — (SQL-8);
+    """Δa_i = (1/K) Σ_j [κ(a_j, a_i) ∇_{a_j} log p(a_j) + ∇_{a_j} κ(a_j, a_i)], log p = Q(s,·)/α  — (SQL-9);
     2017, Eq. 13.
 
     The first term pulls particles towards high Q, the second pushes them apart. fixed (..., Kj, D) are the
@@ -353,8 +354,8 @@ def svgd_direction(fixed: torch.Tensor, grad_log_p: torch.Tensor, updated: torch
 
 
 def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-9); 2017,
-    Eq. 14.
+    """L(φ) = −Σ_i f_φ(s, ξ_i) · stopgrad(Δa_i), summed over particles, averaged over states  — (SQL-10);
+    2017, Eq. 14.
 
     Its gradient is −Σ_i (∂f_φ/∂φ)ᵀ Δa_i: the network moves its samples along the Stein direction.
     """
@@ -363,14 +364,15 @@ def svgd_surrogate_loss(updated_actions: torch.Tensor, direction: torch.Tensor) 
 
 def squash_correction_gradient(u: torch.Tensor) -> torch.Tensor:
     """∇_a Σ_k log(1 − a_k²) at a = tanh(u): −2a/(1 − a²) = −sinh(2u), the term softqlearning sql.py
-    adds to ∇_a log p (not in the paper)  — (SQL-10). From the pre-tanh u it stays exact where 1 − a² has
+    adds to ∇_a log p (not in the paper)  — (SQL-11). SVGD moves the particles in a, so with it the sampler's
+    target is exp(Q/α) Π_k (1 − a_k²), not (SQL-1). From the pre-tanh u it stays exact where 1 − a² has
     rounded to 0 (|u| > 9 in float32), which a gradient through log(1 − a²) cannot do."""
     return -torch.sinh(2.0 * u)
 
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """Q̄ ← τ Q + (1 − τ) Q̄; τ = 1 is the hard copy of the authors' code  — (SQL-13); 2017, Alg. 1."""
+    """Q̄ ← τ Q + (1 − τ) Q̄; τ = 1 is the hard copy of the authors' code  — (SQL-7); 2017, Alg. 1."""
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
@@ -410,7 +412,7 @@ class ContinuousQNetwork(nn.Module):
 
 
 class SamplingNetwork(nn.Module):
-    """a = tanh(f_φ(s, ξ)), ξ ~ N(0, I): the amortized sampler of exp(Q(s,·)/α)  — (SQL-9); 2017, Eq. 13-14
+    """a = tanh(f_φ(s, ξ)), ξ ~ N(0, I): the amortized sampler of exp(Q(s,·)/α)  — (SQL-10); 2017, Eq. 13-14
     (softqlearning StochasticNNPolicy with squash=True). Actions live in [−1, 1]^d and are mapped affinely to the
     environment's bounds (docs/pitfalls.md#action-rescaling)."""
 
@@ -563,7 +565,7 @@ class Learner:
 
     def q_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The soft value of s' (SQL-2 exact, or SQL-4 by importance sampling), the target (SQL-5) with the reward
-        scale (SQL-11), and the soft Bellman loss (SQL-6)."""
+        scale (SQL-12), and the soft Bellman loss (SQL-6)."""
         agent, args = self.agent, self.args
         with torch.no_grad():
             if agent.discrete:
@@ -582,8 +584,8 @@ class Learner:
         return loss, {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
 
     def svgd_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """One amortized SVGD step's surrogate loss: ∇_a log p at the fixed particles (SQL-10 with
-        --squash-correction), the Stein direction (SQL-8) at the updated ones, and the loss (SQL-9); 2017, App. C."""
+        """One amortized SVGD step's surrogate loss: ∇_a log p at the fixed particles (SQL-11 with
+        --squash-correction), the Stein direction (SQL-9) at the updated ones, and the loss (SQL-10); 2017, App. C."""
         agent, args = self.agent, self.args
         # Drawing the fixed set without autograd saves half the backward pass; same distribution.
         with torch.no_grad():
@@ -599,7 +601,7 @@ class Learner:
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor | float]:
         """One gradient step (2017, Algorithm 1): the soft Bellman step on Q, then the SVGD step on f_φ with the
-        just-updated Q (continuous actions), then the target Q̄ (SQL-13)."""
+        just-updated Q (continuous actions), then the target Q̄ (SQL-7)."""
         self.gradient_steps += 1
         q_loss, metrics = self.q_loss(batch)
         optimizer_step(self.q_optimizer, q_loss)

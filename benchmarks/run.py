@@ -66,9 +66,10 @@ SUITES: dict[str, list[dict]] = {
         {"algo": "soft_q_learning", "env_id": "CartPole-v1", "seeds": 3, "total_timesteps": 60_000, "extra": []},
     ],
     # Discrete SAC in the setting of its paper (Christodoulou 2019, Table 1): 100k agent steps (400k frames) of
-    # NoFrameskip-v4, 20k random steps, one update of batch 64 every 4 steps, Adam 3e-4 with PyTorch's eps 1e-8 (the
-    # author's code; CleanRL's 1e-4 stalls the actor here, docs/pitfalls.md#adam-eps-and-init), a hard target copy
-    # every 8000 steps (2000 gradient steps), target entropy 0.98 log|A|. About 90 min per seed on one CPU core.
+    # NoFrameskip-v4, 20k random steps, one update of batch 64 every 4 steps, Adam 3e-4, a hard target copy every 8000
+    # steps (2000 gradient steps), target entropy 0.98 log|A|. Adam's eps is PyTorch's default 1e-8, not the 1e-4 of
+    # the author's code and CleanRL, which stalled the actor here (docs/pitfalls.md#adam-eps-and-init). About 90 min
+    # per seed on one CPU core.
     # Few evaluations of few games: a greedy policy that stalls (seen on Seaquest) plays each game towards the
     # 108k-frame limit, up to ~45 s per game here.
     "atari100k": [

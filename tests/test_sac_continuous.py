@@ -79,6 +79,34 @@ def test_actor_samples_stay_in_bounds_and_evaluation_is_tanh_mean():
     torch.testing.assert_close(actor.deterministic(obs), torch.tanh(actor(obs)[0]))
 
 
+def test_actor_sample_returns_the_log_density_of_its_own_draw_even_when_saturated():
+    # Actor.sample must evaluate (SAC-3) at the u it drew: at |u| > 10, atanh of the clipped action is another u.
+    actor = make_actor([-1.0, -1.0], [1.0, 1.0])
+    with torch.no_grad():
+        actor.head.weight.zero_()
+        actor.head.bias.copy_(torch.tensor([12.0, -15.0, -1.0, -1.0]))  # μ = (12, −15), log σ = −1
+    obs = torch.zeros(256, 2, dtype=torch.float64)
+    torch.manual_seed(3)
+    action, log_prob = actor.sample(obs)
+    torch.manual_seed(3)
+    mean, log_std = actor(obs)
+    u = mean + log_std.exp() * torch.randn_like(mean)  # the same draw
+    torch.testing.assert_close(action, torch.tanh(u))
+    expected = (Normal(mean, log_std.exp()).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, action)).sum(-1)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-10, atol=1e-8)
+
+
+def test_exploration_draws_from_the_policy_that_sample_evaluates():
+    # The acting path (SAC-2) skips the log-probability; with the same noise it must return the same action.
+    actor = make_actor([-2.0, 0.0], [2.0, 1.0])
+    obs = torch.randn(64, 2, dtype=torch.float64)
+    torch.manual_seed(5)
+    explored = actor.explore(obs)
+    torch.manual_seed(5)
+    torch.testing.assert_close(explored, actor.sample(obs)[0])
+    assert not torch.allclose(explored, actor.deterministic(obs))  # and it is noisy
+
+
 # ---------------------------------------------------------------- targets and losses by hand
 def test_v2_target_by_hand_with_terminated_and_truncated_rows():
     # Rows: an ordinary step, a terminated step (no bootstrap), a time-limit truncation (stored with terminated = 0).
@@ -134,6 +162,15 @@ def test_temperature_moves_towards_the_entropy_target(log_prob, direction):
     assert direction * (log_alpha.exp().item() - 0.2) > 0
 
 
+@pytest.mark.parametrize("alpha", [0.05, 5.0])
+def test_temperature_loss_gradient_in_log_alpha_is_entropy_minus_target_at_any_alpha(alpha):
+    # (SAC-12): d J / d log α = E[−log π] − H̄, without the factor α that (SAC-11) through α = exp(log α) would add.
+    log_alpha = torch.tensor(math.log(alpha), requires_grad=True)
+    log_prob = torch.tensor([-0.5, 1.0, 2.5])  # entropy estimate −mean(log π) = −1
+    sac.temperature_loss(log_alpha, log_prob, target_entropy=-1.5).backward()
+    assert log_alpha.grad.item() == pytest.approx(-1.0 - (-1.5))
+
+
 def test_polyak_update_is_a_convex_combination():
     torch.manual_seed(0)
     online, target = nn.Linear(4, 3), nn.Linear(4, 3)
@@ -182,7 +219,7 @@ def random_batch(size=64, seed=0):
 
 
 def test_v1_critic_bootstraps_from_the_target_value_network():
-    agent, learner, args = make_learner("v1")
+    agent, learner, args = make_learner("v1", reward_scale=5.0)
     with torch.no_grad():  # make V-bar(s') = 7 everywhere and V(s') = -100, so only the target network can explain the loss
         for p in agent.value_target.parameters():
             p.zero_()
@@ -190,7 +227,8 @@ def test_v1_critic_bootstraps_from_the_target_value_network():
         agent.value[-1].bias.fill_(-100.0)
     batch = random_batch()
     with torch.no_grad():
-        expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), batch.rewards + 0.99 * (1 - batch.terminated) * 7.0)
+        y = 5.0 * batch.rewards + 0.99 * (1 - batch.terminated) * 7.0  # (SAC-7) with the reward scale
+        expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), y)
     metrics = learner.critic_losses(batch)[1]
     torch.testing.assert_close(metrics["losses/qf_loss"], expected)
 
@@ -209,7 +247,7 @@ def test_v1_value_target_uses_fresh_policy_actions_not_buffer_actions():
 
 
 def test_v2_critic_target_uses_the_target_networks_and_current_policy():
-    agent, learner, args = make_learner("v2")
+    agent, learner, args = make_learner("v2", reward_scale=5.0)
     with torch.no_grad():
         for p in agent.critic_target.parameters():
             p.zero_()
@@ -218,7 +256,7 @@ def test_v2_critic_target_uses_the_target_networks_and_current_policy():
     torch.manual_seed(5)
     with torch.no_grad():
         _, next_log_prob = agent.actor.sample(batch.next_obs)
-        y = batch.rewards + 0.99 * (1 - batch.terminated) * (3.0 - args.alpha * next_log_prob)
+        y = 5.0 * batch.rewards + 0.99 * (1 - batch.terminated) * (3.0 - args.alpha * next_log_prob)  # (SAC-10)
         expected = sac.critic_loss(agent.critic(batch.obs, batch.actions), y)
     torch.manual_seed(5)
     torch.testing.assert_close(learner.critic_losses(batch)[1]["losses/qf_loss"], expected)
@@ -231,6 +269,32 @@ def test_policy_backward_reaches_actor_and_alpha_but_never_the_critic():
     assert all(p.grad is None for p in agent.critic.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
     assert agent.log_alpha.grad is not None and agent.log_alpha.grad != 0
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_each_loss_of_the_policy_step_moves_only_its_own_parameters(variant):
+    # One backward pass for the sum: the actor must get the gradient of (SAC-9) alone, V that of (SAC-6) with a constant
+    # target, log α that of (SAC-12) alone. A missing detach (of α, of the V target, of log π) leaks into another's.
+    agent, learner, args = make_learner(variant)
+    obs = random_batch().obs
+    torch.manual_seed(4)
+    learner.policy_losses(obs)[0].backward(inputs=learner.policy_params)
+    torch.manual_seed(4)
+    alpha = math.exp(agent.log_alpha.item())
+    action, log_prob = agent.actor.sample(obs)
+    q_new = agent.critic(obs, action)
+    actor_grads = torch.autograd.grad(sac.actor_loss(log_prob, q_new, alpha), list(agent.actor.parameters()),
+                                      retain_graph=True)
+    for parameter, expected in zip(agent.actor.parameters(), actor_grads):
+        torch.testing.assert_close(parameter.grad, expected)
+    if variant == "v1":
+        target = (q_new.min(dim=0).values - alpha * log_prob).detach()
+        value_grads = torch.autograd.grad(sac.value_loss(agent.value(obs).squeeze(-1), target), list(agent.value.parameters()))
+        for parameter, expected in zip(agent.value.parameters(), value_grads):
+            torch.testing.assert_close(parameter.grad, expected)
+    else:
+        entropy = -log_prob.detach().mean()
+        torch.testing.assert_close(agent.log_alpha.grad, entropy - args.target_entropy)
 
 
 def test_update_moves_critic_actor_and_alpha_and_polyak_moves_the_target():
@@ -261,8 +325,9 @@ def split_twin(twin: sac.TwinQ) -> list[nn.Sequential]:
 
 def test_fast_update_equals_the_textbook_update():
     # The straightforward SAC v2 step (two separate critics, one loss and one backward at a time, plain Adam) on copies
-    # of the same networks, with the same noise, must land on the same parameters as the fast update.
-    agent, learner, args = make_learner("v2")
+    # of the same networks, with the same noise, must land on the same parameters as the fast update. Three steps:
+    # Adam's first step moves each parameter by its learning rate times the sign of its gradient, whatever its size.
+    agent, learner, args = make_learner("v2", reward_scale=5.0)
     agent.double()
     learner = sac.Learner(agent, args)
     actor = sac.Actor(3, 1, args.hidden_sizes, np.array([-2.0]), np.array([2.0]), -5.0, 2.0).double()
@@ -273,34 +338,36 @@ def test_fast_update_equals_the_textbook_update():
     q_optimizer = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=args.q_lr, foreach=False)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, foreach=False)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, foreach=False)
-    batch = sac.Batch(*(x.double() for x in random_batch()))
+    batches = [sac.Batch(*(x.double() for x in random_batch(seed=step))) for step in range(3)]
     Q = lambda net, obs, action: net(torch.cat([obs, action], -1)).squeeze(-1)  # noqa: E731
 
-    torch.manual_seed(7)
-    learner.update(batch)
+    for step, batch in enumerate(batches):
+        torch.manual_seed(step)
+        learner.update(batch)
 
-    torch.manual_seed(7)
-    alpha = log_alpha.exp().item()
-    with torch.no_grad():
-        next_action, next_log_prob = actor.sample(batch.next_obs)
-        next_q = torch.min(Q(q1_target, batch.next_obs, next_action), Q(q2_target, batch.next_obs, next_action))
-        y = batch.rewards + args.gamma * (1 - batch.terminated) * (next_q - alpha * next_log_prob)
-    q_loss = 0.5 * ((Q(q1, batch.obs, batch.actions) - y) ** 2).mean() + 0.5 * ((Q(q2, batch.obs, batch.actions) - y) ** 2).mean()
-    q_optimizer.zero_grad()
-    q_loss.backward()
-    q_optimizer.step()
-    action, log_prob = actor.sample(batch.obs)
-    pi_loss = (alpha * log_prob - torch.min(Q(q1, batch.obs, action), Q(q2, batch.obs, action))).mean()
-    actor_optimizer.zero_grad()
-    pi_loss.backward()
-    actor_optimizer.step()
-    alpha_loss = -(log_alpha * (log_prob.detach() + args.target_entropy)).mean()
-    alpha_optimizer.zero_grad()
-    alpha_loss.backward()
-    alpha_optimizer.step()
-    for net, target in [(q1, q1_target), (q2, q2_target)]:
-        for p, p_target in zip(net.parameters(), target.parameters()):
-            p_target.data.mul_(1 - args.tau).add_(args.tau * p.data)
+    for step, batch in enumerate(batches):
+        torch.manual_seed(step)
+        alpha = log_alpha.exp().item()
+        with torch.no_grad():
+            next_action, next_log_prob = actor.sample(batch.next_obs)
+            next_q = torch.min(Q(q1_target, batch.next_obs, next_action), Q(q2_target, batch.next_obs, next_action))
+            y = 5.0 * batch.rewards + args.gamma * (1 - batch.terminated) * (next_q - alpha * next_log_prob)
+        q_loss = 0.5 * ((Q(q1, batch.obs, batch.actions) - y) ** 2).mean() + 0.5 * ((Q(q2, batch.obs, batch.actions) - y) ** 2).mean()
+        q_optimizer.zero_grad()
+        q_loss.backward()
+        q_optimizer.step()
+        action, log_prob = actor.sample(batch.obs)
+        pi_loss = (alpha * log_prob - torch.min(Q(q1, batch.obs, action), Q(q2, batch.obs, action))).mean()
+        actor_optimizer.zero_grad()
+        pi_loss.backward()
+        actor_optimizer.step()
+        alpha_loss = -(log_alpha * (log_prob.detach() + args.target_entropy)).mean()
+        alpha_optimizer.zero_grad()
+        alpha_loss.backward()
+        alpha_optimizer.step()
+        for net, target in [(q1, q1_target), (q2, q2_target)]:
+            for p, p_target in zip(net.parameters(), target.parameters()):
+                p_target.data.mul_(1 - args.tau).add_(args.tau * p.data)
 
     for ours, textbook in [(agent.critic, (q1, q2)), (agent.critic_target, (q1_target, q2_target))]:
         for ours_net, net in zip(split_twin(ours), textbook):
@@ -366,6 +433,7 @@ def summary_of(output_dir):
     return json.loads(Path(glob.glob(f"{output_dir}/*/summary.json")[0]).read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v1", "v2"])
 def test_cli_runs_both_variants_and_writes_its_files(tmp_path, variant):
     completed = run_script("--variant", variant, "--output-dir", str(tmp_path), *TINY)
@@ -385,6 +453,7 @@ def test_cli_runs_both_variants_and_writes_its_files(tmp_path, variant):
 
 
 # ---------------------------------------------------------------- learning
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v2", "v1"])
 def test_learns_pendulum(tmp_path, variant):
     # Random actions score about -1200; a policy that swings up and balances scores above -400. Half-size networks and
@@ -396,6 +465,7 @@ def test_learns_pendulum(tmp_path, variant):
     assert summary_of(tmp_path)["eval_return_mean"] > -400
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v2", "v1"])
 def test_compiled_update_equals_the_eager_update(variant, float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths: three updates from the same start and noise, same parameters.

@@ -115,7 +115,7 @@ def test_actor_loss_gradient_matches_finite_differences():
 
 
 def test_actor_loss_minimiser_is_the_boltzmann_policy_of_min_q():
-    """π* ∝ exp(min_i Q_i/α) (DSAC-11): the actor gradient vanishes there and nowhere nearby."""
+    """π* ∝ exp(min_i Q_i/α) (DSAC-7): the actor gradient vanishes there and nowhere nearby."""
     _, q = tensors()
     alpha = torch.tensor(ALPHA, dtype=torch.float64)
     boltzmann_logits = (q.min(dim=0).values / alpha).requires_grad_(True)
@@ -137,6 +137,85 @@ def test_temperature_grows_when_entropy_is_below_target_and_shrinks_above(entrop
     sd.temperature_loss(log_alpha, -sd.policy_entropy(probs, log_probs), target_entropy).backward()
     optimizer.step()
     assert (log_alpha.item() > 0) == entropy_below_target
+
+
+def test_the_temperature_loss_is_a_function_of_alpha_alone():
+    # (DSAC-8) in the log α form: π and log π enter as constants, so no gradient reaches the logits; the gradient in
+    # log α is H − H̄, whatever α.
+    logits = torch.tensor(LOGITS, dtype=torch.float64, requires_grad=True)
+    log_alpha = torch.tensor(math.log(ALPHA), dtype=torch.float64, requires_grad=True)
+    target_entropy = sd.target_entropy_for(3, 0.5)
+    sd.temperature_loss(log_alpha, -sd.policy_entropy(*sd.policy_probabilities(logits)), target_entropy).backward()
+    assert logits.grad is None
+    entropy = sum(-sum(p * logp for p, logp in zip(*hand_policy(row))) for row in LOGITS) / 2
+    assert log_alpha.grad.item() == pytest.approx(entropy - target_entropy, abs=1e-12)
+
+
+def small_agent(**changes):
+    """An MLP agent on 4-dimensional observations and 3 actions whose target critics differ from the online ones, and
+    its learner."""
+    torch.manual_seed(0)
+    args = sd.with_defaults(sd.Args(hidden_sizes=(16,), **changes))
+    agent = sd.Agent(args, (4,), 3)
+    with torch.no_grad():
+        for parameter in agent.critic_target.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    return agent, sd.Learner(agent, args, sd.target_entropy_for(3, args.target_entropy_scale))
+
+
+def random_batch(size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return sd.Batch(torch.randn(size, 4, generator=g), torch.randint(0, 3, (size,), generator=g),
+                    torch.randn(size, generator=g), torch.randn(size, 4, generator=g),
+                    (torch.rand(size, generator=g) < 0.3).float())
+
+
+def test_critic_target_reads_the_target_critics_and_the_current_policy():
+    (agent, learner), batch = small_agent(), random_batch()
+    loss = learner.critic_losses(batch)[0]
+    with torch.no_grad():
+        alpha = math.exp(agent.log_alpha.item())
+        log_pi = torch.log_softmax(agent.actor(batch.next_obs), -1)
+        q_bar = torch.minimum(*agent.critic_target(batch.next_obs))  # (DSAC-3) reads Q̄, never Q
+        y = batch.rewards + learner.args.gamma * (1 - batch.terminated) * (log_pi.exp() * (q_bar - alpha * log_pi)).sum(-1)
+        q1, q2 = (q.gather(1, batch.actions[:, None]).squeeze(1) for q in agent.critic(batch.obs))
+        expected = 0.5 * ((q1 - y) ** 2).mean() + 0.5 * ((q2 - y) ** 2).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_each_loss_of_the_policy_step_moves_only_its_own_parameters():
+    # One backward pass for the sum: the actor must get the gradient of (DSAC-6) alone, on Q of the online critics, and
+    # log α that of (DSAC-8) alone, H − H̄. A missing detach would leak one loss into the other's parameters.
+    (agent, learner), obs = small_agent(), random_batch().obs
+    learner.policy_losses(obs)[0].backward(inputs=learner.policy_params)
+    alpha = math.exp(agent.log_alpha.item())
+    log_pi = torch.log_softmax(agent.actor(obs), -1)
+    with torch.no_grad():
+        q = torch.minimum(*agent.critic(obs))
+    actor_loss = (log_pi.exp() * (alpha * log_pi - q)).sum(-1).mean()
+    for parameter, expected in zip(agent.actor.parameters(), torch.autograd.grad(actor_loss, list(agent.actor.parameters()))):
+        torch.testing.assert_close(parameter.grad, expected)
+    entropy = -(log_pi.exp() * log_pi).sum(-1).mean().item()
+    assert agent.log_alpha.grad.item() == pytest.approx(entropy - learner.target_entropy, rel=1e-5)
+
+
+def test_target_update_is_a_convex_combination():
+    agent, _ = small_agent()
+    before = [p.clone() for p in agent.critic_target.parameters()]
+    sd.polyak_update(agent.critic_target, agent.critic, 0.3)  # (DSAC-10)
+    for new, old, online in zip(agent.critic_target.parameters(), before, agent.critic.parameters()):
+        torch.testing.assert_close(new, 0.3 * online + 0.7 * old)
+
+
+def test_exploring_samples_actions_with_the_policy_probabilities():
+    agent, _ = small_agent()
+    with torch.no_grad():
+        agent.actor.net[-1].weight.zero_()
+        agent.actor.net[-1].bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+        torch.manual_seed(1)
+        actions = agent.actor.explore(torch.zeros(20_000, 4)).numpy()  # (DSAC-1): a ~ π(·|s), not the argmax
+    frequencies = np.bincount(actions, minlength=3) / len(actions)
+    np.testing.assert_allclose(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).numpy(), atol=0.01)
 
 
 def test_twin_critic_members_are_independent_networks():
@@ -253,6 +332,7 @@ class FramesEnv(gym.Env):
 
 gym.register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=7)
 gym.register("FramesEnv-v0", entry_point=FramesEnv, max_episode_steps=8)
+gym.register("ShortCountingEnv-v0", entry_point=CountingEnv, max_episode_steps=4)
 
 
 def test_stored_transitions_never_cross_episodes_and_truncation_is_not_termination():
@@ -276,6 +356,47 @@ def test_stored_transitions_never_cross_episodes_and_truncation_is_not_terminati
     assert torch.equal(s_next[:, 1], s[:, 1] + 1)
     assert torch.equal(d, ((a == 1) & (s_next[:, 1] >= 3)).float()), "terminated must be the env's rule only"
     assert ((s_next[:, 1] == 7) & (d == 0)).any(), "time-limit steps must be stored as not terminated"
+
+
+def test_the_training_loop_stores_termination_not_truncation_and_the_true_next_observation(tmp_path):
+    # The same rules through sd.train's own choice of flags (DSAC-4); a time limit of 4 makes truncations frequent.
+    args = sd.Args(env_id="ShortCountingEnv-v0", num_envs=2, total_timesteps=120, learning_starts=40, batch_size=8,
+                   hidden_sizes=(8,), eval_every=0, eval_episodes=1, save_buffer=True, output_dir=str(tmp_path))
+    summary = sd.train(args)
+    buffer = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)["buffer"]
+    s, s_next, a, d = buffer["obs"], buffer["next_obs"], buffer["actions"], buffer["terminated"]
+    assert len(s) == 120
+    assert torch.equal(s_next[:, 0], s[:, 0]) and torch.equal(s_next[:, 1], s[:, 1] + 1)
+    assert torch.equal(d, ((a == 1) & (s_next[:, 1] >= 3)).float())
+    assert ((s_next[:, 1] == 4) & (a == 0) & (d == 0)).sum() >= 5  # truncated at the time limit: not terminal
+
+
+class OneGoodActionEnv(gym.Env):
+    """Reward 1 for action 1, 0 otherwise; 10 steps per episode (TimeLimit)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(4, np.float32), float(action == 1), False, False, {}
+
+
+gym.register("OneGoodActionEnv-v0", entry_point=OneGoodActionEnv, max_episode_steps=10)
+
+
+def test_greedy_evaluation_plays_the_most_probable_action():
+    # π(1|s) = 0.58: the greedy policy (DSAC-11) scores 10 in every episode, the sampled one less.
+    actor = sd.Actor((4,), 3, (8,))
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    metrics = sd.evaluate(actor, sd.Args(env_id="OneGoodActionEnv-v0"), torch.device("cpu"), episodes=5)
+    assert metrics["eval/return_mean"] == 10.0 and metrics["eval/return_std"] == 0.0
+    assert metrics["eval/stochastic_return_mean"] < 9.0
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])
@@ -310,6 +431,7 @@ def test_frame_buffer_rebuilds_the_true_stacks_and_stores_each_frame_once(num_en
 
 
 
+@pytest.mark.slow
 def test_pixels_get_the_tested_atari_settings_without_flags_and_a_given_flag_wins(tmp_path):
     # The pixel preset is exactly what the atari100k benchmark suite ran (benchmarks/run.py), so a user who passes
     # nothing but an Atari id gets the settings the README's Atari rows measured.
@@ -331,6 +453,8 @@ def test_pixels_get_the_tested_atari_settings_without_flags_and_a_given_flag_win
     assert sd.with_defaults(sd.Args(env_id="CartPole-v1")) == sd.Args(env_id="CartPole-v1", **sd.PRESETS["vector"])
 
 
+
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_image_observations_drive_the_cnn_and_uint8_buffer_end_to_end(tmp_path):
     args = sd.Args(
@@ -388,6 +512,7 @@ def read_summary(output_dir: Path) -> dict:
     return json.loads(summary.read_text())
 
 
+@pytest.mark.slow
 def test_cli_tiny_run_writes_summary_metrics_args_and_checkpoint(tmp_path):
     result = run_script([*TINY, "--output-dir", str(tmp_path / "runs"), "--log-every", "100", "--save-buffer"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -436,6 +561,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuous(tmp_path):
     line = one_error_line(run_script(["--env-id", "Pendulum-v1", *TINY[:4]], tmp_path))
     assert "sac_continuous.py" in line and "--env-id" in line
@@ -451,6 +577,7 @@ def test_continuous_action_space_is_refused_with_exit_2_pointing_to_sac_continuo
         (["--total-timesteps", "0"], "--total-timesteps"),
     ],
 )
+@pytest.mark.slow
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, words):
     assert words in one_error_line(run_script([*TINY, *flags], tmp_path))
 
@@ -536,6 +663,7 @@ def test_a_saved_frame_buffer_holds_only_the_slots_written_so_far(tmp_path):
         assert torch.equal(store, getattr(fresh, name)), name
 
 
+@pytest.mark.slow
 def test_learns_cartpole_well_beyond_random(tmp_path):
     """A random policy scores about 22 on CartPole-v1; 5k steps (4k updates) with seed 1 must reach 150."""
     args = sd.Args(seed=1, total_timesteps=5_000, eval_every=0, eval_episodes=5, output_dir=str(tmp_path))
@@ -543,6 +671,7 @@ def test_learns_cartpole_well_beyond_random(tmp_path):
     assert summary["eval_return_mean"] >= 150.0, summary
 
 
+@pytest.mark.slow
 def test_compiled_update_equals_the_eager_update(float64_default, eager_random_in_compiled_code):
     # --compile must change the speed, not the maths: three updates from the same start, same parameters and metrics.
     torch._dynamo.reset()

@@ -76,6 +76,17 @@ def test_soft_policy_improvement_is_monotone_from_any_policy(seed):
     assert np.max(Q_new - Q_old) > 1e-6  # a random policy is not already optimal
 
 
+def test_the_reported_improvement_margin_is_the_smallest_entry_of_the_improvement():
+    # Lemma 2's check (SPI-8) must look at the worst (s, a), min(Q^new - Q^old), recomputed here by exact evaluation.
+    args = spi.Args(env="random", alpha=0.5, gamma=0.9)
+    mdp = spi.build_mdp(args)
+    Q_old = spi.soft_policy_evaluation_exact(mdp, np.full(mdp.R.shape, 1 / mdp.R.shape[1]), 0.5, 0.9)
+    Q_new = spi.soft_policy_evaluation_exact(mdp, spi.soft_greedy_policy(Q_old, 0.5), 0.5, 0.9)
+    first = run(args)["history"][0]
+    assert first["improvement_margin"] == pytest.approx(np.min(Q_new - Q_old), abs=1e-8)
+    assert np.max(Q_new - Q_old) - np.min(Q_new - Q_old) > 0.1  # the worst entry is not the best one
+
+
 def test_iterative_evaluation_equals_linear_solve():
     mdp = spi.random_mdp(10, 3, seed=4)
     policy = random_policy(np.random.default_rng(4), 10, 3)
@@ -192,7 +203,8 @@ def test_cli_writes_json_and_all_verdicts_hold(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--gamma", "1.0"], ["--alpha", "-1"], ["--env", "NoSuchEnv-v0"], ["--tol", "0"],
-                                   ["--output-json", "/no/such/folder/result.json"]])
+                                   ["--output-json", "/no/such/folder/result.json"],
+                                   ["--num-states", "200000", "--env", "random"]])  # 6,000 GiB: refused before numpy tries
 def test_cli_refuses_bad_input_with_exit_2(flags):
     completed = run_cli(*flags)
     assert completed.returncode == 2
