@@ -533,7 +533,7 @@ def with_defaults(args: Args) -> Args:
 def train(args: Args) -> dict:
     """SAC's loop (2018a and 2018b, Algorithm 1): act, step the environments, store, one gradient step per
     environment step. Logging, evaluation and checkpoints are one call each on `run` (the plumbing below)."""
-    args, checkpoint = start(with_defaults(args))  # with --resume, the checkpoint's settings; every flag checked
+    args, checkpoint = start(args, with_defaults)  # --resume: the checkpoint's settings; then the defaults, the checks
     seed_everything(args)
     device = resolve_device(args.device)
     envs = make_vector_env(args)
@@ -649,10 +649,10 @@ def main(args) -> int:
         return 130
 
 
-def start(args):
+def start(args, with_defaults):
     """The settings and the checkpoint a run or an evaluation starts from: with --resume or --eval-only, the
-    checkpoint's own settings, where a flag given on the command line may change only what the mode allows; then every
-    check."""
+    checkpoint's own settings, where a flag given on the command line may change only what the mode allows; then the
+    script's defaults that depend on the task (`with_defaults`), and every check."""
     checkpoint, path = None, args.resume or args.eval_only
     if path:
         flag, may_change = ("--resume", RESUME_MAY_CHANGE) if args.resume else ("--eval-only", EVAL_MAY_CHANGE)
@@ -671,6 +671,7 @@ def start(args):
         if args.resume and args.total_timesteps <= checkpoint["global_step"]:
             raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
                              "--total-timesteps to go on")
+    args = with_defaults(args)
     check_args(args)
     return args, checkpoint
 
@@ -1042,7 +1043,7 @@ def restore(checkpoint: dict, agent: Agent, learner: Learner, buffer: ReplayBuff
 
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-only: the checkpoint's policy, evaluated as in training (with --capture-video, videos next to it)."""
-    args, checkpoint = start(with_defaults(args))
+    args, checkpoint = start(args, with_defaults)
     device = resolve_device(args.device)
     env = make_env(args.env_id)
     agent = Agent(args, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
