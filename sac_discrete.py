@@ -747,8 +747,8 @@ def train(args: Args) -> dict:
                         actions = agent.actor.explore(torch.as_tensor(obs, device=device)).cpu().numpy()
                 except RuntimeError:  # torch.multinomial refuses a NaN π(·|s): something diverged since the last log
                     run.log_losses(metrics)  # raises RunFailed naming the loss, if one is not finite
-                    raise RunFailed(f"π(·|s) is not finite at step {run.global_step}; "
-                                        f"{run.kept_checkpoint()}") from None
+                    raise RunFailed(f"π(·|s) is not finite at step {run.global_step}; {run.kept_checkpoint()}"
+                                    ) from None
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             # Only `terminated` stops bootstrapping (DSAC-4); the end of any episode closes the frame buffer's stream.
             stored_rewards = np.sign(rewards) if clip_rewards else rewards  # Atari: clipped for learning only
