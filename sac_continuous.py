@@ -4,8 +4,7 @@ Papers
 - v1: Haarnoja, Zhou, Abbeel, Levine 2018a, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep Reinforcement Learning
   with a Stochastic Actor", arXiv:1801.01290.
 - v2: Haarnoja, Zhou, Hartikainen, et al. 2018b, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905.
-Theory: docs/sac.md derives every target and loss below; the labels (SAC-n) in the docstrings are its equation
-numbers. Implementation traps: docs/pitfalls.md.
+Theory: docs/sac.md, whose equation numbers (SAC-n) the docstrings cite. Implementation traps: docs/pitfalls.md.
 Read top to bottom: the settings, the environments, the math, the networks, the replay buffer, one gradient step, the
 training loop, evaluation; below the "Plumbing" banner is only bookkeeping (run directory, checkpoints, errors).
 
@@ -16,7 +15,8 @@ Run:  python sac_continuous.py                       # SAC v2 on Pendulum-v1
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import importlib
 import json
 import math
 import os
@@ -96,23 +96,21 @@ class Args:
     threads: int = 1
     """torch's CPU threads, 0: torch's default (on 2 cores, 2 were 1.3x faster than 1 if idle, 2.4x slower if busy)"""
     eval_every: int = 2_500
-    """deterministic evaluation every this many environment steps (0: only at the end)"""
+    """evaluation every this many environment steps (0: only at the end)"""
     eval_episodes: int = 10
-    """episodes per evaluation, on a separate environment, with the action tanh(mu)"""
+    """episodes per evaluation, on a separate environment"""
     output_dir: str = "runs"
     """runs are written to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/"""
     checkpoint_every: int = 10_000
     """write checkpoint.pt every this many environment steps (0: only at the end)"""
     save_buffer: bool = False
-    """include the replay buffer in checkpoints (needed for an exact resume; large)"""
+    """include the replay buffer in checkpoints, so that --resume continues learning from it (large)"""
     resume: str | None = None
     """continue the run of this checkpoint.pt, in its run directory, up to --total-timesteps"""
     eval_only: str | None = None
     """load this checkpoint.pt and only evaluate it (with --capture-video to watch)"""
     log_every: int = 1_000
     """write losses and the progress line every this many environment steps"""
-    compile: bool = False
-    """torch.compile the loss functions (off: on 2 CPU cores 20 s to compile, then no faster; benchmarks/speed.py)"""
     track: bool = False
     """log to Weights & Biases"""
     wandb_project_name: str = "maxent-rl"
@@ -120,7 +118,7 @@ class Args:
     wandb_entity: str | None = None
     """W&B entity (team or user)"""
     capture_video: bool = False
-    """record evaluation episodes to {run_dir}/videos (needs moviepy)"""
+    """record an evaluation episode of the final policy to {run_dir}/videos (needs moviepy)"""
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Environments
@@ -144,10 +142,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 
 
 def make_vector_env(args: Args) -> gym.vector.VectorEnv:
-    """--num-envs copies of make_env, with SAME_STEP autoreset: a finished episode's true last observation is in
-    info["final_obs"] on the step it ends, and the observation returned is already the next episode's first, so no
-    stored transition crosses an episode boundary (gymnasium >= 1.0's default NEXT_STEP mode would hand back one bogus
-    reset transition instead; docs/pitfalls.md#vector-autoreset)."""
+    """--num-envs copies of make_env with SAME_STEP autoreset: an episode's last observation comes in info["final_obs"]
+    on the step it ends, so no stored transition crosses an episode boundary (docs/pitfalls.md#vector-autoreset)."""
     envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
@@ -167,18 +163,15 @@ def true_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 # The math: each target and loss of docs/sac.md as a function of tensors. Batch vectors are (B,), the twin Q (2, B).
 # ----------------------------------------------------------------------------------------------------------------------
 def log_one_minus_tanh_squared(u: torch.Tensor) -> torch.Tensor:
-    """log(1 − tanh²u) = 2(log 2 − u − softplus(−2u)), softplus(x) = log(1 + eˣ)  — (SAC-4).
-    Exact and finite for any u; never log(1 − a² + ε), biased near saturation, nor atanh of a clipped action
-    (docs/pitfalls.md#tanh-log-prob)."""
+    """log(1 − tanh²u) = 2(log 2 − u − softplus(−2u)), softplus(x) = log(1 + eˣ)  — (SAC-4). Exact and
+    finite for any u, unlike log(1 − a² + ε) (docs/pitfalls.md#tanh-log-prob)."""
     return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
 
 
 def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log π(a|s) = log N(u; μ, σ) − Σ_i log(1 − tanh²u_i) for a = tanh(u)  — (SAC-3); 2018a, Appendix C.
-
-    This is the density of the squashed action in [-1, 1]; the environment's action low + (a + 1) * scale has density
-    lower by sum_i log(scale_i), a constant. The entropy target -dim(A) is measured in the [-1, 1] space, as in the
-    papers' code (all their environments have bounds [-1, 1]) and in CleanRL and Stable-Baselines3."""
+    """log π(a|s) = log N(u; μ, σ) − Σ_i log(1 − tanh²u_i) for a = tanh(u)  — (SAC-3); 2018a, Appendix C. The
+    density of the action in [−1, 1], where the entropy target −dim(A) is measured too, as in the papers' code
+    (SAC-5)."""
     gaussian = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2.0 * math.pi)
     return (gaussian - log_one_minus_tanh_squared(u)).sum(dim=-1)
 
@@ -241,8 +234,9 @@ def policy_regularization_loss(mean: torch.Tensor, log_std: torch.Tensor, weight
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ̄ ← τθ + (1 − τ)θ̄  — (SAC-13); 2018b, Algorithm 1. One fused call over all tensors, not a loop."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+    """θ̄ ← τθ + (1 − τ)θ̄  — (SAC-13); 2018b, Algorithm 1."""
+    for target_param, param in zip(target.parameters(), online.parameters()):
+        target_param.lerp_(param, tau)  # θ̄ + τ(θ − θ̄)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -315,11 +309,6 @@ class Actor(nn.Module):
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
-        """a = tanh(μ + σ ⊙ ε) for acting, without the log-probability it does not need  — (SAC-2)."""
-        mean, log_std = self(obs)
-        return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
-
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The evaluation action tanh(μ), in [−1, 1]  — (SAC-14); docs/pitfalls.md#deterministic-evaluation."""
         return torch.tanh(self(obs)[0])
@@ -362,28 +351,26 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Preallocated tensors on the training device; adding and sampling are index arithmetic, no Python loops.
-    Actions are stored in the policy's [-1, 1] space; `terminated` (never `truncated`) is stored for the mask."""
+    """Preallocated tensors on the training device, sampled uniformly with torch.randint; actions as the policy gives
+    them, and `terminated` (never `truncated`) for the mask."""
 
-    def __init__(self, capacity: int, num_envs: int, obs_size: int, action_size: int, device: torch.device):
-        # A multiple of num_envs, so the transitions of one step never wrap around the end: adding is one slice copy.
-        capacity = -(-capacity // num_envs) * num_envs
-        check_memory(capacity * (2 * obs_size + action_size + 2) * 4, device, f"--buffer-size {capacity}")
+    def __init__(self, capacity: int, obs_shape: tuple, action_shape: tuple, action_dtype: torch.dtype,
+                 device: torch.device):
         self.capacity, self.position, self.size = capacity, 0, 0
         self.data = Batch(
-            obs=torch.zeros(capacity, obs_size, device=device),
-            actions=torch.zeros(capacity, action_size, device=device),
+            obs=torch.zeros((capacity, *obs_shape), device=device),
+            actions=torch.zeros((capacity, *action_shape), dtype=action_dtype, device=device),
             rewards=torch.zeros(capacity, device=device),
-            next_obs=torch.zeros(capacity, obs_size, device=device),
+            next_obs=torch.zeros((capacity, *obs_shape), device=device),
             terminated=torch.zeros(capacity, device=device),
         )
 
     def add(self, obs, actions, rewards, next_obs, terminated) -> None:
         """Add one transition per environment."""
-        end = self.position + len(rewards)
+        index = (self.position + torch.arange(len(rewards))) % self.capacity
         for store, value in zip(self.data, (obs, actions, rewards, next_obs, terminated)):
-            store[self.position : end] = torch.as_tensor(value)
-        self.position = end % self.capacity
+            store[index] = torch.as_tensor(value, device=store.device).to(store.dtype)
+        self.position = (self.position + len(rewards)) % self.capacity
         self.size = min(self.size + len(rewards), self.capacity)
 
     def sample(self, batch_size: int) -> Batch:
@@ -392,8 +379,8 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict:
         """The filled rows only: a copy, since saving a slice would write the whole preallocated tensor."""
-        filled = {name: store[: self.size].clone().cpu() for name, store in self.data._asdict().items()}
-        return {"position": self.position, "size": self.size, **filled}
+        return {"position": self.position, "size": self.size,
+                **{name: store[: self.size].clone().cpu() for name, store in self.data._asdict().items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.position, self.size = state["position"], state["size"]
@@ -406,7 +393,7 @@ class ReplayBuffer:
 # ----------------------------------------------------------------------------------------------------------------------
 class Learner:
     """The gradient steps of both variants, called once per environment step; nothing here synchronises with the host.
-    The losses are pure tensor functions (what --compile compiles, forward and backward); the optimizer steps follow."""
+    The losses are pure tensor functions; the optimizer steps follow."""
 
     def __init__(self, agent: Agent, args: Args):
         self.agent, self.args = agent, args
@@ -423,9 +410,6 @@ class Learner:
         self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups
                               for p in group["params"]]
         self.gradient_steps = 0
-        if args.compile:  # the same two functions, traced and fused by torch.compile; the optimizer steps stay eager
-            self.critic_losses = torch.compile(self.critic_losses)
-            self.policy_losses = torch.compile(self.policy_losses)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         names = ["q_optimizer", "actor_optimizer", "alpha_optimizer"]
@@ -514,9 +498,6 @@ def seed_everything(args: Args) -> None:
     if args.torch_deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
         torch.use_deterministic_algorithms(True)
-        # Deterministic mode also fills every new tensor with NaN, a guard against reading memory never written: about
-        # 8% of an update on CPU (benchmarks/speed.py). No code here reads such memory, so the results are the same.
-        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
@@ -539,10 +520,9 @@ def train(args: Args) -> dict:
     envs = make_vector_env(args)
     obs_size = int(np.prod(envs.single_observation_space.shape))
     action_size = int(np.prod(envs.single_action_space.shape))
-    agent = allocate(lambda: Agent(args, obs_size, envs.single_action_space), device,
-                     f"--hidden-sizes {args.hidden_sizes}")
+    agent = Agent(args, obs_size, envs.single_action_space).to(device)
     learner = Learner(agent, args)
-    buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs_size, action_size, device)
+    buffer = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, (action_size,), torch.float32, device)
     if checkpoint is not None:
         restore(checkpoint, agent, learner, buffer)
     # A resumed run starts new episodes (the environments' state is not saved), seeded from its step.
@@ -560,18 +540,15 @@ def train(args: Args) -> dict:
             else:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = agent.actor.explore(obs_tensor).cpu().numpy()
+                    actions = agent.actor.sample(obs_tensor)[0].cpu().numpy()
                 env_actions = actions * action_scale + action_bias
             next_obs, rewards, terminations, truncations, infos = envs.step(env_actions)
             # Only `terminated` stops bootstrapping; a time-limit truncation is stored as not done (SAC-10).
             buffer.add(obs, actions, rewards, true_next_obs(next_obs, infos), terminations)
             obs = next_obs
-            run.advance(args.num_envs)
-            for i in np.flatnonzero(infos.get("_episode", [])):
-                run.log_episode(infos["episode"]["r"][i], infos["episode"]["l"][i])
+            run.advance(args.num_envs, infos)
 
             if run.global_step > args.learning_starts and buffer.size >= args.batch_size:
-                run.start_learning_clock()
                 for _ in range(args.num_envs):  # one gradient step per environment step, as in the papers
                     metrics = learner.update(buffer.sample(args.batch_size))
 
@@ -616,9 +593,8 @@ def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, vide
 
 # ======================================================================================================================
 # ---- Plumbing: run directory, logging, checkpoints, resume, errors. Safe to skip on a first read. ----
-# Nothing below changes what is learned: it checks, records, saves and restores. From here to "end of the shared
-# plumbing" the text is the same in sac_continuous.py, sac_discrete.py and soft_q_learning.py (tests/test_repository.py
-# compares it); what a script does differently is passed in, or written after that line.
+# Nothing below changes what is learned: it checks, records, saves and restores. Up to "end of the shared plumbing" the
+# text is the same in all three training scripts (tests/test_repository.py); what differs is written after that line.
 # ======================================================================================================================
 class UsageError(Exception):
     """Bad input: one line naming the flag, file or size, exit status 2, and no run directory left behind."""
@@ -630,8 +606,7 @@ class RunFailed(Exception):
 
 # What a resumed run may change: its length, cadences and outputs; what --eval-only may change: the evaluation.
 RESUME_MAY_CHANGE = {"total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "log_every", "save_buffer",
-                     "output_dir", "device", "threads", "compile", "track", "wandb_project_name", "wandb_entity",
-                     "capture_video"}
+                     "output_dir", "device", "threads", "track", "wandb_project_name", "wandb_entity", "capture_video"}
 EVAL_MAY_CHANGE = {"eval_episodes", "seed", "device", "threads", "capture_video", "output_dir"}
 
 
@@ -639,20 +614,21 @@ def main(args) -> int:
     """Train, or with --eval-only evaluate a checkpoint: bad input exits 2, a failed run 1, an interrupted one 130."""
     try:
         return 130 if (evaluate_checkpoint(args) if args.eval_only else train(args)).get("interrupted") else 0
-    except UsageError as error:
+    except (UsageError, RunFailed, OSError) as error:  # OSError: a full disk, a vanished directory, named by itself
         print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+    except (RuntimeError, MemoryError) as error:  # an allocation larger than the machine can ever back
+        if not isinstance(error, MemoryError) and "allocate" not in str(error):
+            raise
+        print(f"error: out of memory ({str(error)[:80]}); lower --buffer-size or --hidden-sizes", file=sys.stderr)
         return 2
-    except (RunFailed, OSError) as error:  # OSError: a full disk, a vanished directory, named by the error itself
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # a second signal while the first one's checkpoint was being written
         return 130
 
 
 def start(args, with_defaults):
-    """The settings and the checkpoint a run or an evaluation starts from: with --resume or --eval-only, the
-    checkpoint's own settings, where a flag given on the command line may change only what the mode allows; then the
-    script's defaults that depend on the task (`with_defaults`), and every check."""
+    """The settings and checkpoint to start from: with --resume or --eval-only the checkpoint's settings, of which the
+    command line may change only what the mode allows; then the task's defaults (`with_defaults`), then the checks."""
     checkpoint, path = None, args.resume or args.eval_only
     if path:
         flag, may_change = ("--resume", RESUME_MAY_CHANGE) if args.resume else ("--eval-only", EVAL_MAY_CHANGE)
@@ -668,26 +644,27 @@ def start(args, with_defaults):
         args = replace(args, **{name: value for name, value in saved.items() if name not in given})
         if args.resume:
             hold(Path(path).resolve().parent, flag)
-        if args.resume and args.total_timesteps <= checkpoint["global_step"]:
-            raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
-                             "--total-timesteps to go on")
+            if args.total_timesteps <= checkpoint["global_step"]:
+                raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
+                                 "--total-timesteps to go on")
     args = with_defaults(args)
     check_args(args)
     return args, checkpoint
 
 
 def check_args(args) -> None:
-    """The checks every training script shares, then the script's own (`validate`)."""
-    def at_least(low, names, strict=False):
-        return [(getattr(args, n) > low if strict else getattr(args, n) >= low, f"--{n.replace('_', '-')} must be "
-                 f"{'>' if strict else '>='} {low}, got {getattr(args, n)}") for n in names]
-
-    checks = at_least(1, ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "log_every",
-                          "target_network_frequency"]) + at_least(0, ["learning_starts", "eval_every",
-                          "checkpoint_every", "threads"]) + at_least(0, ["alpha", "policy_lr", "q_lr", "tau"], True) + [
+    """The checks all training scripts share, then the script's own (`validate`); the first that fails is the error."""
+    at_least = dict.fromkeys(["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "log_every",
+                              "target_network_frequency"], 1)
+    at_least |= dict.fromkeys(["learning_starts", "eval_every", "checkpoint_every", "threads"], 0)
+    checks = [(getattr(args, name) >= low, f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+              for name, low in at_least.items()]
+    checks += [(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+               for name in ["alpha", "policy_lr", "q_lr", "tau"]]
+    checks += [
         (0.0 <= args.gamma <= 1.0 and args.tau <= 1.0, "--gamma and --tau must be in [0, 1]"),
-        (args.batch_size <= args.buffer_size,
-         f"--batch-size {args.batch_size} is above --buffer-size {args.buffer_size}"),
+        (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is above --buffer-size "
+         f"{args.buffer_size}"),
         (args.eval_only or max(args.learning_starts, args.batch_size) < args.total_timesteps,
          f"--learning-starts {args.learning_starts} and --batch-size {args.batch_size} must be below --total-timesteps "
          f"{args.total_timesteps}: the run would never learn"),
@@ -698,15 +675,14 @@ def check_args(args) -> None:
         (not args.capture_video or importable("moviepy"), "--capture-video needs moviepy: pip install moviepy"),
         (not args.track or importable("wandb"), "--track needs wandb: pip install wandb"),
     ]
-    for ok, message in checks:
+    for ok, message in checks + validate(args):
         if not ok:
             raise UsageError(message)
     resolve_device(args.device)
-    validate(args)
 
 
 def importable(module: str) -> bool:
-    """Whether an optional package imports: a copied script runs without tqdm, matplotlib, moviepy or wandb."""
+    """Whether an optional package imports: a copied script runs without matplotlib, moviepy or wandb."""
     try:
         importlib.import_module(module)
         return True
@@ -721,39 +697,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
-def check_memory(nbytes: int, device: torch.device, what: str) -> None:
-    """Refuse what the device cannot hold before allocating it: on CPU the allocation would succeed, and the operating
-    system kill the run later."""
-    if device.type == "cuda" or hasattr(os, "sysconf"):
-        total = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else (
-            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-        if nbytes > total:
-            raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than the {total / 2**30:.1f} GiB of "
-                             f"{device.type} memory; lower it")
-
-
-def allocate(network, device: torch.device, what: str) -> nn.Module:
-    """network() on `device`, once its float32 weights, gradients and Adam's two moments are known to fit there."""
-    with torch.device("meta"):
-        check_memory(16 * sum(p.numel() for p in network().parameters()), device, what)
-    return network().to(device)
-
-
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint written by this script, loaded with weights_only=True (never runs code from the file); anything
-    else is one line naming the flag and the file."""
+    """A checkpoint of this script, loaded with weights_only=True (never runs code from the file), or one line."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UsageError(f"{flag} {path}: no such file; pass the checkpoint.pt of a run directory") from None
     except Exception as error:  # truncated, corrupted, a directory, or not a torch file
         raise UsageError(f"{flag} {path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(state, dict) or state.get("script") != SCRIPT:
-        found = state.get("script") if isinstance(state, dict) else None
-        writer = f"{found}.py" if found else "another program"
-        raise UsageError(f"{flag} {path}: this checkpoint was written by {writer}, not {SCRIPT}.py")
-    if not isinstance(state.get("args"), dict) or set(state["args"]) - {field.name for field in fields(Args)}:
-        raise UsageError(f"{flag} {path}: written by another version of {SCRIPT}.py, with other settings")
+    writer = f"{state['script']}.py" if isinstance(state, dict) and "script" in state else "another program"
+    if writer != f"{SCRIPT}.py" or not isinstance(state.get("args"), dict) or set(state["args"]) - {
+            field.name for field in fields(Args)}:
+        raise UsageError(f"{flag} {path}: written by {writer}, not by this version of {SCRIPT}.py")
     return state
 
 
@@ -768,106 +723,82 @@ def load_weights(module: nn.Module, state: dict, flag: str) -> None:
 
 def hold(directory: Path, flag: str) -> None:
     """Lock a run directory for as long as this process lives, so that no second process resumes it (POSIX)."""
-    try:
+    if importable("fcntl"):
         import fcntl
-    except ImportError:
-        return
-    try:  # the descriptor stays open: the operating system releases the lock however the process ends
-        fcntl.flock(os.open(directory, os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise UsageError(f"{flag} {directory}: another process is running this run") from None
+
+        try:  # the descriptor stays open: the operating system releases the lock however the process ends
+            fcntl.flock(os.open(directory, os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{flag} {directory}: another process is running this run") from None
 
 
 class Run:
     """One training run beside the learning: its directory (held by one process at a time), metrics.jsonl, curves.png,
-    the progress line, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
+    progress lines, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
     A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/; --resume continues in the
     checkpoint's directory. `checkpoint_state()` is what the script saves beyond the shared fields."""
 
     def __init__(self, args, checkpoint: dict | None, checkpoint_state):
-        self.args, self.checkpoint_state, self.extra, self.summary = args, checkpoint_state, {}, {}
+        self.args, self.checkpoint_state, self.extra = args, checkpoint_state, {}
         self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
         self.episodes = checkpoint["episodes"] if checkpoint else 0
-        self.last_return = self.last_eval = self.last_eval_step = self.wandb = self.progress_bar = None
-        self.start_time, self.learning_clock, self.eval_seconds = time.time(), None, 0.0
-        self.signals, self.evaluating = 0, False
+        self.last_return = self.last_eval = self.last_eval_step = self.learning_clock = self.wandb = None
+        self.start_time, self.eval_seconds, self.stop_requested, self.evaluating = time.time(), 0.0, 0, False
         self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory()
         self.checkpoint_path, self.metrics_path = self.dir / "checkpoint.pt", self.dir / "metrics.jsonl"
-        try:
-            for stale in self.dir.glob("*.tmp"):  # left by a run killed mid-write; the real files are intact
-                stale.unlink()
-            (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
-            if checkpoint and self.metrics_path.exists():  # forget what was logged after the checkpoint
-                lines = self.metrics_path.read_text().splitlines(keepends=True)
-                kept = [line for line in lines if json.loads(line)["global_step"] <= self.global_step]
-                self.metrics_path.write_text("".join(kept))
-            self.metrics_file = open(self.metrics_path, "a")
-            self.start_wandb()
-        except BaseException:
-            if checkpoint is None:
-                shutil.rmtree(self.dir, ignore_errors=True)
-            raise
-        if sys.stderr.isatty() and importable("tqdm"):  # else a plain line every --log-every steps
-            from tqdm import tqdm
+        (self.dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        if checkpoint and self.metrics_path.exists():  # forget what was logged after the checkpoint
+            lines = self.metrics_path.read_text().splitlines(keepends=True)
+            self.metrics_path.write_text("".join(line for line in lines
+                                                 if json.loads(line)["global_step"] <= self.global_step))
+        self.metrics_file = open(self.metrics_path, "a")
+        if args.track:
+            import wandb
 
-            self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step")
+            try:
+                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
+                                        settings=wandb.Settings(init_timeout=30))
+            except Exception as error:  # no credentials, no network: nothing to keep of a run that never started
+                if checkpoint is None:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                raise UsageError(f"--track: W&B did not start ({type(error).__name__}); run `wandb login` and check "
+                                 "the network, or set WANDB_MODE=offline to log locally") from None
         self.previous_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def new_directory(self) -> Path:
         args = self.args
         name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        for suffix in ["", *(f"-{i}" for i in range(1, 100))]:  # two runs started in the same second
-            try:
-                (path := Path(args.output_dir) / (name + suffix)).mkdir(parents=True)
-                hold(path, "--output-dir")
-                return path
-            except FileExistsError:
-                continue
-            except OSError as error:
-                raise UsageError(f"--output-dir {args.output_dir}: cannot create a directory ({error.strerror})"
-                                 ) from None
-        raise UsageError(f"--output-dir {args.output_dir}: too many runs named {name}")
-
-    def start_wandb(self) -> None:
-        """Tracking never prompts: without credentials or a network, one line says what to do."""
-        if not self.args.track:
-            return
-        import wandb
-
-        netrc = Path.home() / ".netrc"
-        if not (os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY")
-                or netrc.exists() and "api.wandb.ai" in netrc.read_text()):
-            raise UsageError("--track needs W&B credentials: run `wandb login`, or set WANDB_MODE=offline")
+        path = Path(args.output_dir) / name
         try:
-            self.wandb = wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity,
-                                    config=asdict(self.args), name=self.dir.name, id=self.dir.name, resume="allow",
-                                    dir=str(self.dir), settings=wandb.Settings(init_timeout=30))
-        except Exception as error:
-            raise UsageError(f"--track: W&B did not start ({type(error).__name__}); check the network, or set "
-                             "WANDB_MODE=offline to log locally") from None
+            path.mkdir(parents=True)
+        except FileExistsError:  # another run started in the same second
+            (path := path.with_name(f"{name}-{os.getpid()}")).mkdir()
+        except OSError as error:
+            raise UsageError(f"--output-dir {args.output_dir}: cannot create a directory ({error.strerror})") from None
+        hold(path, "--output-dir")
+        return path
 
     def on_signal(self, signum, frame) -> None:
         """The first Ctrl-C or SIGTERM stops after this step, or at once in an evaluation; a second one at once."""
-        self.signals += 1
-        if self.signals > 1 or self.evaluating:
+        self.stop_requested += 1
+        if self.stop_requested > 1 or self.evaluating:
             raise KeyboardInterrupt
 
-    @property
-    def stop_requested(self) -> bool:
-        return self.signals > 0
-
-    def advance(self, steps: int) -> None:
+    def advance(self, steps: int, infos: dict) -> None:
+        """Count the environment steps and log the episodes that ended (gymnasium's RecordEpisodeStatistics). The
+        speed is measured over the learning phase only: from the first step after --learning-starts."""
         self.previous_step, self.global_step = self.global_step, self.global_step + steps
-        if self.progress_bar is not None:
-            self.progress_bar.update(steps)
+        if self.learning_clock is None and self.global_step > self.args.learning_starts:
+            self.learning_clock = (time.time(), self.previous_step)
+        episode = infos.get("episode", {})
+        for i in np.flatnonzero(infos.get("_episode", [])):
+            self.episodes, self.last_return = self.episodes + 1, float(episode["r"][i])
+            self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(episode["l"][i])})
 
     def due(self, every: int) -> bool:
         """True on the step that crosses a multiple of `every` (0: never); with N environments the counter jumps N."""
         return every > 0 and self.global_step // every > self.previous_step // every
-
-    def start_learning_clock(self) -> None:
-        """Speed is measured over the learning phase only: from the first gradient step on."""
-        self.learning_clock = self.learning_clock or (time.time(), self.previous_step)
 
     def sps(self) -> float:
         seconds = time.time() - self.learning_clock[0] - self.eval_seconds if self.learning_clock else 0.0
@@ -881,24 +812,17 @@ class Run:
         if self.wandb is not None:
             self.wandb.log(metrics, step=self.global_step)
 
-    def log_episode(self, episode_return: float, length: int) -> None:
-        self.episodes, self.last_return = self.episodes + 1, float(episode_return)
-        self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(length)})
-
     def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Read the latest losses (the only host synchronisation of the learning phase), stop on a non-finite one,
-        and write them with the speed and the progress line."""
+        """Read the latest losses (the learning phase's only host synchronisation), stop on a non-finite one, and write
+        them with the speed and a progress line."""
         values = {name: float(value) for name, value in metrics.items()}
-        bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
-        if bad is not None:
-            raise RunFailed(f"{bad} is {values[bad]} at step {self.global_step}; {self.kept_checkpoint()}")
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise RunFailed(f"{name} is {value} at step {self.global_step}; {self.kept_checkpoint()}")
         self.log({**values, "charts/SPS": round(self.sps(), 1)})
         text = f"SPS {self.sps():.0f}" if self.learning_clock else "random actions, learning not started"
         text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
-        if self.progress_bar is not None:
-            self.progress_bar.set_postfix_str(text)
-        else:
-            print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
+        print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
 
     def log_evaluation(self, evaluate) -> None:
         """Run `evaluate()` (a dict of eval/... metrics; a signal stops it at once), log it, keep its time out of the
@@ -913,38 +837,28 @@ class Run:
         self.eval_seconds += time.time() - started if self.learning_clock else 0.0
 
     def plot(self) -> None:
-        """curves.png, when matplotlib is there: the returns, the critic, and α with the policy's entropy (its target
-        dashed)."""
+        """curves.png, when matplotlib is there: returns, the critic, and α with the policy's entropy (and target)."""
         if not importable("matplotlib"):
             return
         from matplotlib.figure import Figure  # no pyplot: no window, whatever the backend
 
         events = [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
         figure = Figure(figsize=(15, 3.6), layout="tight")
-        axes = figure.subplots(1, 3)
-        panels = {"returns": ["charts/episodic_return", "eval/return_mean"],
-                  "critic": ["losses/qf_loss", "losses/q_mean"],
-                  "temperature": ["losses/alpha", "losses/entropy", "losses/target_entropy"]}
-        for axis, (title, keys) in zip(axes, panels.items()):
+        panels = [["charts/episodic_return", "eval/return_mean"], ["losses/qf_loss", "losses/q_mean"],
+                  ["losses/alpha", "losses/entropy", "losses/target_entropy"]]
+        for axis, keys in zip(figure.subplots(1, 3), panels):
             for key in keys:
                 points = [(event["global_step"], event[key]) for event in events if key in event]
                 if points:
                     axis.plot(*zip(*points), ".-" if key.startswith("eval") else "-", label=key)
-            axis.set(title=title, xlabel="environment steps")
-            if axis.lines:
-                axis.legend(fontsize=8)
-        if isinstance(target := getattr(self.args, "target_entropy", None), float):
-            axes[2].axhline(target, color="grey", linestyle="--")
+                    axis.legend(fontsize=8)
         figure.suptitle(self.dir.name, fontsize=9)
-        try:
+        with contextlib.suppress(OSError):  # a full disk is reported by the files that matter, not by the picture
             figure.savefig(self.dir / "curves.png", dpi=80)
-        except OSError:  # a full disk is reported by the files that matter, not by the picture
-            pass
 
     def kept_checkpoint(self) -> str:
-        if self.checkpoint_path.exists():
-            return f"the last good checkpoint is {self.checkpoint_path}"
-        return "no checkpoint was written"
+        exists = self.checkpoint_path.exists()
+        return f"the last good checkpoint is {self.checkpoint_path}" if exists else "no checkpoint was written"
 
     def save(self) -> None:
         """Write checkpoint.pt atomically (a temporary file, then os.replace), so that a crash or a full disk mid-write
@@ -970,10 +884,10 @@ class Run:
         return self
 
     def __exit__(self, error_type, error, traceback) -> bool:
-        """However the run ends, save what was learned (not after a failure, nor mid-step after a second signal), write
-        summary.json; an interruption ends here, as a stop after the step would."""
+        """However the run ends, save what was learned (not after a failure, nor mid-step after a second signal), then
+        write summary.json; an interruption ends here, as a stop after the step would."""
         try:
-            if error_type is not RunFailed and not (error_type is KeyboardInterrupt and self.signals > 1):
+            if error_type is not RunFailed and not (error_type is KeyboardInterrupt and self.stop_requested > 1):
                 self.save()
         except RunFailed as failure:
             error = failure
@@ -981,22 +895,19 @@ class Run:
         finally:
             for s, handler in self.previous_handlers.items():
                 signal.signal(s, handler)
-            last_eval = self.last_eval or {"eval/return_mean": None, "eval/return_std": None}
+            self.metrics_file.close()
+            if not self.stop_requested:  # a stop asked for is answered at once; curves.png keeps its last evaluation
+                self.plot()
+            if self.wandb is not None:
+                self.wandb.finish()
+            last_eval = {key.replace("/", "_"): value for key, value in (self.last_eval or {}).items()}
             self.summary = {"global_step": self.global_step, "train_sps": round(self.sps(), 1),
-                            **{key.replace("/", "_"): value for key, value in last_eval.items()},
-                            "episodes": self.episodes, "wall_time_s": round(time.time() - self.start_time, 2),
-                            "run_dir": str(self.dir),
-                            "interrupted": self.signals > 0 and self.global_step < self.args.total_timesteps,
+                            "eval_return_mean": None, **last_eval, "episodes": self.episodes,
+                            "wall_time_s": round(time.time() - self.start_time, 2), "run_dir": str(self.dir),
+                            "interrupted": self.stop_requested > 0 and self.global_step < self.args.total_timesteps,
                             "error": None if error is None or isinstance(error, KeyboardInterrupt) else str(error),
                             **self.extra}
             (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=2))
-            self.metrics_file.close()
-            if not self.signals:  # a stop asked for is answered at once; curves.png keeps its last evaluation
-                self.plot()
-            if self.progress_bar is not None:
-                self.progress_bar.close()
-            if self.wandb is not None:
-                self.wandb.finish()
             print(f"{self.dir}: step {self.global_step}, eval return {self.summary['eval_return_mean']}, train SPS "
                   f"{self.summary['train_sps']}" + " (interrupted)" * self.summary["interrupted"], file=sys.stderr)
         return error_type is KeyboardInterrupt
@@ -1006,16 +917,14 @@ class Run:
 
 
 # ---- What only this script checks, saves and restores ----
-def validate(args: Args) -> None:
-    checks = [
+def validate(args: Args) -> list[tuple[bool, str]]:
+    """This script's own checks, each (holds, the error line if it does not)."""
+    return [
         (args.reward_scale > 0.0, f"--reward-scale must be > 0, got {args.reward_scale}"),
         (args.policy_frequency >= 1, f"--policy-frequency must be >= 1, got {args.policy_frequency}"),
         (args.log_std_min < args.log_std_max, "--log-std-min must be below --log-std-max"),
         (args.policy_regularization >= 0.0, f"--policy-regularization must be >= 0, got {args.policy_regularization}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
 
 
 def checkpoint_state(agent: Agent, learner: Learner, buffer: ReplayBuffer, args: Args) -> dict:

@@ -1,31 +1,33 @@
-"""What each speed trick of sac_continuous.py buys: whole environment steps, with each trick replaced by its textbook form.
+"""What each speed trick of sac_continuous.py buys, with each trick replaced in turn by its textbook form.
 
     python benchmarks/ablation.py                                   # 1 and 2 threads, 2 rounds, writes ablation.md
     python benchmarks/ablation.py --cleanrl /tmp/cleanrl/sac_continuous_action.py --cleanrl-python /tmp/venv/bin/python
 
-Every configuration is a subprocess training SAC v2 on Pendulum-v1 (--steps environment steps, learning after
---learning-starts), timed over the second half of its learning steps from the wall times of its own log lines: acting,
-stepping the environment, storing, the update and the bookkeeping, all of it. Configurations run one after the other in
-interleaved rounds (A B C, A B C), and each figure is the median over rounds of its ratio to `sac_continuous.py` as it
-is, in the same round: a slow period of a shared machine hits every configuration alike.
+Three measurements, all of SAC v2 on Pendulum-v1 with the script's default networks and batch:
+1. Whole environment steps (acting, stepping, storing, the update, the bookkeeping): every configuration is a
+   subprocess training for --steps steps, timed over the second half of its learning steps from its own log lines, in
+   interleaved rounds (A B C, A B C); the figure is the median over rounds of its ratio to the script as it is in the
+   same round. On a shared virtual machine these drift by 10-20% from one minute to the next, more than most tricks
+   are worth, so they cannot decide; they show the forms together, and CleanRL beside us.
+2. Paired, in one process: the script as it is and one textbook form, each a separate copy of the module, alternate in
+   blocks of updates (or acts, or buffer operations), so that the drift hits both alike; the median difference over
+   blocks is what the trick saves per environment step, given as a share of a whole step of measurement 3. This decides:
+   a trick that saves less than 5% of a step on both 1 and 2 threads goes, unless it removes at least 25% of the
+   operator calls of an update (what a GPU pays per kernel launch), which the table counts with torch.profiler.
+3. Where a step of the script as it is goes, from timers around each part of real training steps.
 
-The textbook forms, each swapped in alone (the last row swaps all of them at once):
+The textbook forms, each swapped in alone (the "all" row swaps all of them at once):
 - two critic modules: two nn.Sequential Q networks called one after the other, in place of the ensemble `TwinQ`;
 - one backward per loss: the actor loss and the temperature loss each with its own `backward()` and optimizer step, in
-  place of one `backward(inputs=...)` over their sum;
-- sample() to act: `Actor.sample(obs)[0]`, in place of `Actor.explore`, which skips the log-probability;
+  place of one `backward(inputs=...)` over their sum, which computes no gradient for the critic;
 - plain Adam: torch's default Adam (a loop over the tensors on CPU), in place of `fused=True`;
-- Polyak loop: `target.mul_(1 - τ).add_(τ · online)` per tensor, in place of one `torch._foreach_lerp_`;
-- numpy buffer: numpy arrays sampled with numpy and copied to torch at every update, in place of torch tensors;
-- NaN-filled memory: deterministic mode's default `fill_uninitialized_memory = True`, which the script turns off.
+- numpy buffer: numpy arrays sampled with numpy and copied to torch at every update, in place of torch tensors.
+Three more were measured at commit 5fe1e59 and are now the script's own form (benchmarks/ablation.md keeps the
+figures): acting with `Actor.sample` in place of an `explore` that skipped the log-probability, a Polyak loop over the
+tensors in place of one `torch._foreach_lerp_`, and deterministic mode's NaN-filled new tensors left on.
 
 With --cleanrl, CleanRL's own `sac_continuous_action.py` runs in the same rounds (the file as fetched from
 vwxyzjn/cleanrl, with the three edits gymnasium 1.x needs applied here in memory; nothing of it is in this repository).
-
-Then, in this process: operator calls per update (torch.profiler, aten operators that call no other aten operator,
-forward, backward and optimizer steps) for each form, the count that matters where every operator is a kernel launch
-(a GPU); and, for the script as it is, where the time of a step goes (acting, the environment, storing, the update,
-the rest), from timers around each part of real training steps.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -46,8 +49,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TEXTBOOK = ["two critic modules", "one backward per loss", "sample() to act", "plain Adam", "Polyak loop",
-            "numpy buffer", "NaN-filled memory"]
+TEXTBOOK = ["two critic modules", "one backward per loss", "plain Adam", "numpy buffer"]
 ALL = "all textbook forms at once"
 AS_IS = "sac_continuous.py as it is"
 CLEANRL = "CleanRL sac_continuous_action.py"
@@ -95,8 +97,6 @@ def apply(sac, form: str) -> None:
             return metrics
 
         sac.Learner.update = update
-    elif form == "sample() to act":
-        sac.Actor.explore = lambda self, obs: self.sample(obs)[0]
     elif form == "plain Adam":
         adam = torch.optim.Adam
 
@@ -105,20 +105,13 @@ def apply(sac, form: str) -> None:
                 super().__init__(params, lr=lr)
 
         sac.torch.optim.Adam = PlainAdam
-    elif form == "Polyak loop":
-        @torch.no_grad()
-        def polyak_update(target, online, tau):
-            for target_param, param in zip(target.parameters(), online.parameters()):
-                target_param.mul_(1.0 - tau).add_(tau * param)
-
-        sac.polyak_update = polyak_update
     elif form == "numpy buffer":
         class NumpyReplayBuffer:
-            def __init__(self, capacity, num_envs, obs_size, action_size, device):
+            def __init__(self, capacity, obs_shape, action_shape, action_dtype, device):
                 self.capacity, self.position, self.size, self.device = capacity, 0, 0, device
-                self.data = [np.zeros((capacity, obs_size), np.float32), np.zeros((capacity, action_size), np.float32),
-                             np.zeros(capacity, np.float32), np.zeros((capacity, obs_size), np.float32),
-                             np.zeros(capacity, np.float32)]
+                self.data = [np.zeros((capacity, *obs_shape), np.float32),
+                             np.zeros((capacity, *action_shape), np.float32), np.zeros(capacity, np.float32),
+                             np.zeros((capacity, *obs_shape), np.float32), np.zeros(capacity, np.float32)]
 
             def add(self, *values):
                 for store, value in zip(self.data, values):
@@ -131,14 +124,6 @@ def apply(sac, form: str) -> None:
                 return sac.Batch(*(torch.as_tensor(store[index], device=self.device) for store in self.data))
 
         sac.ReplayBuffer = NumpyReplayBuffer
-    elif form == "NaN-filled memory":
-        seed_everything = sac.seed_everything
-
-        def seed_and_fill(args):
-            seed_everything(args)
-            torch.utils.deterministic.fill_uninitialized_memory = True
-
-        sac.seed_everything = seed_and_fill
     else:
         raise ValueError(form)
 
@@ -220,6 +205,95 @@ def cleanrl_source(path: Path) -> str:
 
 
 # ---- measured in this process ----
+def load_copy(name: str):
+    """A separate copy of sac_continuous.py as module `name`, so that one form can be patched into it alone."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "sac_continuous.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def filled_buffer(sac, size: int = 10_000):
+    import numpy as np
+    import torch
+
+    if "num_envs" in inspect.signature(sac.ReplayBuffer).parameters:  # the signature before commit 'unified buffer'
+        buffer = sac.ReplayBuffer(size, 1, 3, 1, torch.device("cpu"))
+    else:
+        buffer = sac.ReplayBuffer(size, (3,), (1,), torch.float32, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    for _ in range(size):
+        buffer.add(rng.normal(size=(1, 3)).astype(np.float32), rng.uniform(-1, 1, (1, 1)).astype(np.float32),
+                   rng.normal(size=1), rng.normal(size=(1, 3)).astype(np.float32), np.zeros(1))
+    return buffer
+
+
+def paired_cost(form: str, threads: int, blocks: int, per_block: int) -> float:
+    """Milliseconds per environment step that `form` adds to the part of a step it touches (the update, or storing and
+    sampling), timed in one process: the script as it is and the textbook form alternate in blocks, so
+    that the drift of a shared machine hits both alike. Median over blocks of the difference."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    adam = torch.optim.Adam
+    parts = []
+    for name in ("as_is", "textbook"):
+        sac = load_copy(f"sac_{name}")
+        if name == "textbook":
+            apply(sac, form)
+        args = sac.with_defaults(sac.Args(batch_size=256))
+        torch.manual_seed(0)
+        agent = sac.Agent(args, 3, space)
+        learner, buffer = sac.Learner(agent, args), filled_buffer(sac)
+        torch.optim.Adam = adam  # "plain Adam" patches torch itself: only the textbook learner was built with it
+        if form == "numpy buffer":
+            transition = (np.zeros((1, 3), np.float32), np.zeros((1, 1), np.float32), np.zeros(1),
+                          np.zeros((1, 3), np.float32), np.zeros(1))
+
+            def part(buffer=buffer, transition=transition):
+                buffer.add(*transition)
+                buffer.sample(256)
+        else:
+            def part(learner=learner, buffer=buffer):
+                learner.update(buffer.sample(256))
+        parts.append(part)
+    for part in parts:  # warm up
+        for _ in range(per_block):
+            part()
+    differences = []
+    for block in range(blocks):
+        seconds = []
+        for part in (parts if block % 2 == 0 else parts[::-1]):
+            start = time.perf_counter()
+            for _ in range(per_block):
+                part()
+            seconds.append((time.perf_counter() - start) / per_block)
+        as_is, textbook = seconds if block % 2 == 0 else seconds[::-1]
+        differences.append(1e3 * (textbook - as_is))
+    return statistics.median(differences)
+
+
+def paired_costs(threads: int, blocks: int, per_block: int) -> dict[str, float]:
+    """paired_cost of every textbook form, each in a fresh process."""
+    costs = {}
+    for form in TEXTBOOK:
+        code = ("import sys, json; sys.argv = ['x']; sys.path.insert(0, %r); import ablation as a; "
+                "print(json.dumps(a.paired_cost(%r, %d, %d, %d)))" % (str(HERE), form, threads, blocks, per_block))
+        done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-3000:])
+        costs[form] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"paired, {threads} thread(s), {form}: {costs[form]:+.3f} ms per step", file=sys.stderr, flush=True)
+    return costs
+
 def operator_calls(form: str, updates: int = 20) -> int:
     """aten operators per SAC v2 update that call no other aten operator (forward, backward, optimizer steps)."""
     code = ("import sys, json; sys.argv = ['x']; sys.path.insert(0, %r); import ablation as a; "
@@ -243,11 +317,7 @@ def count_in_process(form: str, updates: int) -> float:
     torch.manual_seed(0)
     agent = sac.Agent(args, 3, gym.spaces.Box(-2.0, 2.0, (1,), np.float32))
     learner = sac.Learner(agent, args)
-    buffer = sac.ReplayBuffer(1000, 1, 3, 1, torch.device("cpu"))
-    rng = np.random.default_rng(0)
-    for _ in range(1000):
-        buffer.add(rng.normal(size=(1, 3)), rng.uniform(-1, 1, (1, 1)), rng.normal(size=1), rng.normal(size=(1, 3)),
-                   np.zeros(1))
+    buffer = filled_buffer(sac, 1000)
     for _ in range(3):
         learner.update(buffer.sample(args.batch_size))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
@@ -285,15 +355,14 @@ def step_breakdown(threads: int, steps: int, learning_starts: int) -> dict[str, 
         return envs
 
     sac.make_vector_env = timed_envs
-    sac.Actor.explore = timed("acting (actor forward)", sac.Actor.explore)
     sac.ReplayBuffer.add = timed("storing", sac.ReplayBuffer.add)
     sac.ReplayBuffer.sample = timed("update: sampling the batch", sac.ReplayBuffer.sample)
     sac.Learner.update = timed("update: losses and optimizer steps", sac.Learner.update)
     advance = sac.Run.advance
     clock = {}
 
-    def advance_and_count(self, n):
-        advance(self, n)
+    def advance_and_count(self, n, infos):
+        advance(self, n, infos)
         if self.global_step == learning_starts + 1:
             counting["on"], clock["start"] = True, time.perf_counter()
 
@@ -315,7 +384,7 @@ def step_breakdown(threads: int, steps: int, learning_starts: int) -> dict[str, 
     learning_steps = steps - learning_starts - 1
     total = 1e3 * (clock["end"] - clock["start"]) / learning_steps
     parts = {name: 1e3 * seconds / learning_steps for name, seconds in spent.items()}
-    parts["the rest (loop, logging, bookkeeping)"] = total - sum(parts.values())
+    parts["the rest (acting, the loop, logging)"] = total - sum(parts.values())
     return {**parts, "whole step": total}
 
 
@@ -333,12 +402,57 @@ def machine() -> str:
             f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
 
 
+def report(options, sps: dict, paired: dict, calls: dict, breakdown: dict) -> str:
+    """The markdown of benchmarks/ablation.md."""
+    threads = options.threads
+    names = [name for name in [AS_IS, *TEXTBOOK, ALL, CLEANRL] if any(sps.get((name, t)) for t in threads)]
+    lines = [f"Machine: {machine()}.",
+             f"Command: `python benchmarks/ablation.py --rounds {options.rounds} --steps {options.steps} "
+             f"--learning-starts {options.learning_starts} --blocks {options.blocks}"
+             + (" --cleanrl ...`" if options.cleanrl else "`"), "",
+             "**What each trick saves** (paired in one process; the decision): milliseconds per environment step that "
+             "the textbook form adds, and that as a share of a whole step of the script (last table). A trick stays "
+             "if it saves at least 5% on 1 or 2 threads, or removes at least 25% of the operator calls per update.", "",
+             "| textbook form | " + " | ".join(f"{t} thread{'s' * (t > 1)}: ms | share" for t in threads)
+             + " | operator calls per update |",
+             "| --- |" + " ---: | ---: |" * len(threads) + " ---: |"]
+    for name in paired.get(threads[0], {}):
+        cells = []
+        for t in threads:
+            cost = paired[t][name]
+            cells += [f"{cost:+.2f}", f"{cost / breakdown[t]['whole step']:+.1%}"]
+        count = calls.get(name)
+        share = f"{count:.0f} ({count / calls[AS_IS] - 1:+.0%})" if count is not None else "n/a"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {share} |")
+    lines.append("| (the script as it is) | " + " | ".join(["", ""] * len(threads)) + f" | {calls[AS_IS]:.0f} |")
+    if names:
+        lines += ["", "**Whole environment steps** (subprocesses in interleaved rounds; drift between rounds is larger "
+                  "than most single tricks): steps per second, and the ratio to the script as it is in the same round "
+                  "(median; each round in brackets). Below 1: the form is slower.", "",
+                  "| form | " + " | ".join(f"{t} thread{'s' * (t > 1)}: steps/s | ratio" for t in threads) + " |",
+                  "| --- |" + " ---: | ---: |" * len(threads)]
+        for name in names:
+            cells = []
+            for t in threads:
+                ratios = [a / b for a, b in zip(sps[name, t], sps[AS_IS, t])]
+                cells += [f"{statistics.median(sps[name, t]):.1f}",
+                          f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "**Where a step of the script as it is goes** (ms per environment step over the learning phase):", "",
+              "| part | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in threads) + " |",
+              "| --- |" + " ---: |" * len(threads)]
+    for part in breakdown[threads[0]]:
+        lines.append(f"| {part} | " + " | ".join(f"{breakdown[t][part]:.2f}" for t in threads) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of whole-step runs (0: none)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--blocks", type=int, default=40, help="blocks of 10 updates per form, paired measurement")
     parser.add_argument("--cleanrl", help="path of CleanRL's sac_continuous_action.py (fetched, not in this repository)")
     parser.add_argument("--cleanrl-python", default=sys.executable, help="a Python with stable-baselines3 and tensorboard")
     parser.add_argument("--output", default=str(HERE / "ablation.md"))
@@ -356,33 +470,10 @@ def main() -> int:
                 sps[name, threads].append(run_once(name, threads, options))
                 print(f"round {round_index + 1}, {threads} thread(s), {name}: {sps[name, threads][-1]:.1f} steps/s",
                       file=sys.stderr, flush=True)
+    paired = {t: paired_costs(t, options.blocks, 10) for t in options.threads}
     calls = {name: operator_calls(name) for name in [AS_IS, *TEXTBOOK, ALL]}
     breakdown = {t: step_breakdown(t, options.steps, options.learning_starts) for t in options.threads}
-
-    lines = [f"Machine: {machine()}.",
-             f"Command: `python benchmarks/ablation.py --rounds {options.rounds} --steps {options.steps} "
-             f"--learning-starts {options.learning_starts}" + (" --cleanrl ...`" if options.cleanrl else "`"), "",
-             "Steps per second of whole environment steps (SAC v2, Pendulum-v1, second half of the learning steps); "
-             "the ratio is to the script as it is, in the same round (median over rounds; each round in brackets). "
-             "A ratio below 1 is what the trick buys: 0.90 means the textbook form is 10% slower.", "",
-             "| form | " + " | ".join(f"{t} thread{'s' * (t > 1)}: steps/s | ratio" for t in options.threads)
-             + " | operator calls per update |",
-             "| --- |" + " ---: | ---: |" * len(options.threads) + " ---: |"]
-    for name in names:
-        cells = []
-        for t in options.threads:
-            ratios = [a / b for a, b in zip(sps[name, t], sps[AS_IS, t])]
-            cells += [f"{statistics.median(sps[name, t]):.1f}",
-                      f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"]
-        count = calls.get(name)
-        share = f"{count:.0f} ({count / calls[AS_IS] - 1:+.0%})" if count is not None else "n/a"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {share} |")
-    lines += ["", "Where a step of the script as it is goes (ms per environment step over the learning phase):", "",
-              "| part | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in options.threads) + " |",
-              "| --- |" + " ---: |" * len(options.threads)]
-    for part in breakdown[options.threads[0]]:
-        lines.append(f"| {part} | " + " | ".join(f"{breakdown[t][part]:.2f}" for t in options.threads) + " |")
-    text = "\n".join(lines) + "\n"
+    text = report(options, sps, paired, calls, breakdown)
     Path(options.output).write_text(text)
     print(text)
     return 0

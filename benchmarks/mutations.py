@@ -273,8 +273,8 @@ MUTATIONS = [
     M("sac_discrete", "DSAC-10", "Polyak weights swapped: θ̄ ← (1 − τ)θ + τθ̄",
       "list(online.parameters()), tau)\n\n\n# ---", "list(online.parameters()), 1.0 - tau)\n\n\n# ---"),
     M("sac_discrete", "DSAC-11", "the greedy evaluation plays the sampled policy",
-      "greedy = play(actor, env, episodes, seed, greedy=True, device=device)",
-      "greedy = play(actor, env, episodes, seed, greedy=False, device=device)"),
+      "greedy = play(agent.actor, env, episodes, seed, greedy=True, device=device)",
+      "greedy = play(agent.actor, env, episodes, seed, greedy=False, device=device)"),
 ]
 
 

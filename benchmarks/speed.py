@@ -8,9 +8,7 @@ reports `train_sps` from its summary.json: environment steps per second during l
 environment step, each script's default networks and batch. Configurations run one at a time and in interleaved
 rounds (A B C, A B C), so a slow period of the machine hits all of them alike. The table gives the median over rounds,
 the ratio to the first configuration of the same task in the same round (for continuous control, the straightforward
-SAC of benchmarks/sac_straightforward.py), and what --compile gains over the same configuration without it.
-Compilation happens inside the measured steps, as it would in a run of that length; the steady speed of the second
-half of the learning steps and the compilation time beyond it say after how many steps compiling pays. Atari
+SAC of benchmarks/sac_straightforward.py), and the steady speed of the second half of the learning steps. Atari
 (SeaquestNoFrameskip-v4, skipped without ale-py) runs fewer steps, with the paper's update every 4 steps. After the
 rounds, benchmarks/update_profile.py's breakdown of one SAC v2 update on 1 and 2 threads is added to the table.
 """
@@ -30,34 +28,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-COMPILE = "--compile"
 
 # Tasks: (environment, [(name, script, flags)]); each task's first entry is the reference of its ratios.
 TASKS = [
     ("Pendulum-v1", [
         ("baseline: straightforward SAC v2", HERE / "sac_straightforward.py", []),
         ("sac_continuous v2", REPO / "sac_continuous.py", ["--variant", "v2"]),
-        ("sac_continuous v2 --compile", REPO / "sac_continuous.py", ["--variant", "v2", COMPILE]),
         ("sac_continuous v2 --threads 2", REPO / "sac_continuous.py", ["--variant", "v2", "--threads", "2"]),
         ("sac_continuous v2 --no-torch-deterministic", REPO / "sac_continuous.py",
          ["--variant", "v2", "--no-torch-deterministic"]),
         ("sac_continuous v1", REPO / "sac_continuous.py", ["--variant", "v1"]),
-        ("sac_continuous v1 --compile", REPO / "sac_continuous.py", ["--variant", "v1", COMPILE]),
         ("soft_q_learning (SVGD sampler)", REPO / "soft_q_learning.py", []),
-        ("soft_q_learning (SVGD sampler) --compile", REPO / "soft_q_learning.py", [COMPILE]),
     ]),
     ("CartPole-v1", [
         ("sac_discrete", REPO / "sac_discrete.py", []),
-        ("sac_discrete --compile", REPO / "sac_discrete.py", [COMPILE]),
         ("soft_q_learning (discrete)", REPO / "soft_q_learning.py", []),
-        ("soft_q_learning (discrete) --compile", REPO / "soft_q_learning.py", [COMPILE]),
     ]),
 ]
 # Atari: the paper's update cadence (one gradient step of batch 64 every 4 environment steps), fewer steps.
 ATARI_FLAGS = ["--update-frequency", "4", "--batch-size", "64", "--buffer-size", "10000"]
 TASKS.append(("SeaquestNoFrameskip-v4", [
     ("sac_discrete (Atari)", REPO / "sac_discrete.py", ATARI_FLAGS),
-    ("sac_discrete (Atari) --compile", REPO / "sac_discrete.py", [*ATARI_FLAGS, COMPILE]),
 ]))
 TASK_STEPS = {"SeaquestNoFrameskip-v4": (1500, 500)}  # (steps, learning starts) instead of --steps, --learning-starts
 # Progress every 250 steps: the steady speed is read from the second half of the learning steps.
@@ -207,32 +198,16 @@ def markdown(result: dict) -> str:
         f"--rounds {result['rounds']}"
         + (f" --only '{result['only']}'" if result.get("only") else "") + "`",
         "",
-        "Steady SPS: over the second half of the learning steps, once compilation is done. For `--compile` rows, "
-        "compilation: the seconds the run spent beyond its steady speed, and the number of steps after which "
-        "compiling pays (that time over what each steady step saves; never if it saves nothing).",
+        "Steady SPS: over the second half of the learning steps.",
         "",
-        "| task | configuration | SPS (median) | ratio to the task's first row | `--compile` gain | steady SPS "
-        "| compilation |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| task | configuration | SPS (median) | ratio to the task's first row | steady SPS |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
-    rows = {(r["env_id"], r["name"]): r for r in result["rows"]}
     for row in result["rows"]:
-        eager = row["name"].removesuffix(" " + COMPILE)
-        compiled = eager != row["name"] and (row["env_id"], eager) in sps
-        gain = cell(ratios(row, eager)) if compiled else ""
         steady_values = [v for v in row.get("steady_sps_per_round", []) if v is not None]
         steady = statistics.median(steady_values) if steady_values else None
-        compilation = ""
-        if compiled and steady:
-            learning_steps = row["steps"] - row["learning_starts"]
-            overhead_s = learning_steps / statistics.median(row["sps_per_round"]) - learning_steps / steady
-            eager_values = [v for v in rows[row["env_id"], eager].get("steady_sps_per_round", []) if v is not None]
-            saved_per_step = 1 / statistics.median(eager_values) - 1 / steady if eager_values else 0.0
-            pays = f"pays after {overhead_s / saved_per_step:,.0f} steps" if saved_per_step > 0 else "never pays"
-            compilation = f"{overhead_s:.0f} s, {pays}"
         lines.append(f"| {row['env_id']} | {row['name']} | {statistics.median(row['sps_per_round']):.0f} | "
-                     f"{cell(ratios(row, row['reference']))} | {gain} | {f'{steady:.0f}' if steady else ''} "
-                     f"| {compilation} |")
+                     f"{cell(ratios(row, row['reference']))} | {f'{steady:.0f}' if steady else ''} |")
     if result.get("update_profile"):
         lines += ["", "Where the time of one `sac_continuous.py` v2 update goes (`benchmarks/update_profile.py`, "
                   "run by speed.py after the rounds):", "", result["update_profile"]]

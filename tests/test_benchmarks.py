@@ -177,17 +177,21 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     base = benchmark_run["base"]
     readme, plots, summary = base / "out" / "README.md", base / "out" / "plots", base / "out" / "summary_table.md"
     main_readme = base / "main_README.md"
-    main_readme.write_text("# Project\n<!-- benchmarks:start -->\nold numbers\n<!-- benchmarks:end -->\nmiddle\n"
-                           "<!-- speed:start -->\nold speed\n<!-- speed:end -->\nafter\n")
-    speed = base / "speed.md"
+    main_readme.write_text("# Project\n<!-- benchmarks:start -->\nold numbers\n<!-- benchmarks:end -->\nafter\n")
+    speed, ablation, findings = base / "speed.md", base / "ablation.md", base / "findings.md"
     speed.write_text("| configuration | SPS |\n| --- | ---: |\n| sac_continuous v2 | 73 |\n")
+    ablation.write_text("| form | ratio |\n| --- | ---: |\n| two critic modules | 0.97x |\n")
+    findings.write_text("# Findings\n\nHopper swings.\n\n## Atari\n\nAdam's eps.\n")
     done = run_tool(REPORT, "--results-dir", benchmark_run["results"], "--readme", readme, "--plots-dir", plots,
-                    "--summary", summary, "--main-readme", main_readme, "--speed", speed)
+                    "--summary", summary, "--main-readme", main_readme, "--speed", speed, "--ablation", ablation,
+                    "--findings", findings)
     assert done.returncode == 0, done.stderr
     embedded = main_readme.read_text()
-    assert "old numbers" not in embedded and summary.read_text() in embedded and embedded.endswith("after\n")
-    assert "old speed" not in embedded and speed.read_text() in embedded and "\nmiddle\n" in embedded
-    assert f"]({os.path.relpath(plots / 'overview.png', base)})" in embedded  # the curves of every result
+    assert "old numbers" not in embedded and embedded.endswith("after\n")
+    headline = [line for line in embedded.splitlines() if line.startswith("| `")]
+    assert len(headline) == 2 and "Pendulum-v1" in headline[0]  # the HEADLINE rows that have a result file
+    assert "FrozenLake8x8-v1" in headline[1] and "| 52.0 ± 1.0 |" in headline[0]
+    assert "73 |" not in embedded  # the speed tables stay in benchmarks/README.md
     assert plots.joinpath("overview.png").read_bytes()[:8] == PNG_MAGIC
 
     png = plots / "sac_continuous-v1__Pendulum-v1.png"
@@ -207,7 +211,8 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     assert "(plots/sac_continuous-v1__Pendulum-v1.png)" in text
     commit = json.loads(next(Path(benchmark_run["results"]).glob("sac_continuous*.json")).read_text())["git"]["commit"]
     assert f"| {commit[:7]}" in row  # the commit the seeds ran at, in the table
-    assert "## Speed" in text and "| sac_continuous v2 | 73 |" in text
+    assert "## Speed" in text and "| sac_continuous v2 | 73 |" in text and "| two critic modules | 0.97x |" in text
+    assert "## Findings" in text and "### Atari" in text and "Adam's eps." in text  # one heading level down
     tabular_rows = [line for line in text.splitlines() if line.startswith("| FrozenLake8x8-v1")]
     assert len(tabular_rows) == 1
     assert "lemma1_contraction 2/2" in tabular_rows[0] and "lemma2_monotone_improvement 1/2" in tabular_rows[0]

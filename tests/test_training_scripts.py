@@ -2,6 +2,7 @@
 (a subprocess with a tiny budget) and read what it leaves behind. The algorithm tests stay in each script's own file."""
 
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -81,6 +82,9 @@ def test_a_run_leaves_its_files_and_the_same_seed_gives_the_same_metrics(script,
     (first,), (second,) = run_dirs(tmp_path / "first"), run_dirs(tmp_path / "second")
     assert json.loads((first / "args.json").read_text())["seed"] == 1
     assert (first / "checkpoint.pt").exists()
+    if importlib.util.find_spec("matplotlib"):  # the run's own picture: returns, critic, temperature
+        height, width, _ = __import__("matplotlib.image").image.imread(first / "curves.png").shape
+        assert (height, width) == (288, 1200)
     assert events(first) == events(second), "same seed on CPU, different metrics"
     loss_steps = [e["global_step"] for e in events(first, drop_time=False) if "charts/SPS" in e]
     assert loss_steps == [100, 200, 300, 400, 500, 600]
@@ -252,13 +256,13 @@ def test_capture_video_without_moviepy_is_refused_before_training(script, tmp_pa
 
 # ---------------------------------------------------------------- copied alone
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_the_script_runs_alone_in_an_empty_folder_even_on_a_terminal_without_tqdm(script, tmp_path):
+def test_the_script_runs_alone_in_an_empty_folder_on_a_terminal_without_matplotlib(script, tmp_path):
     copy = tmp_path / f"{script}.py"
     shutil.copy(ROOT / f"{script}.py", copy)
     shadow = tmp_path / "shadow"
     shadow.mkdir()
-    (shadow / "tqdm.py").write_text("raise ImportError('tqdm is not installed here')\n")
-    leader, follower = pty.openpty()  # stderr is a terminal: the path that draws a progress bar
+    (shadow / "matplotlib.py").write_text("raise ImportError('matplotlib is not installed here')\n")
+    leader, follower = pty.openpty()  # stderr is a terminal, as for a user at a shell
     try:
         environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(shadow)}
         completed = subprocess.run([sys.executable, str(copy), *TINY[script]], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -268,6 +272,7 @@ def test_the_script_runs_alone_in_an_empty_folder_even_on_a_terminal_without_tqd
         os.close(leader)
     assert completed.returncode == 0
     assert summary_of(tmp_path / "runs")["global_step"] == 600
+    assert not list((tmp_path / "runs").glob("*/curves.png"))  # no matplotlib, no picture, and no error
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
