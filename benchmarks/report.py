@@ -511,8 +511,11 @@ def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path,
     if ablation:
         lines += ["## What each speed trick buys", "", "Written by `python benchmarks/ablation.py`.", "",
                   ablation.strip(), ""]
-    if findings:  # a page of its own, one heading level down
-        lines += [re.sub(r"^#", "##", line) if line.startswith("#") else line for line in findings.strip().splitlines()]
+    if findings:  # a page of its own, its headings one level down (not the comments of its code blocks)
+        in_code = False
+        for line in findings.strip().splitlines():
+            in_code ^= line.startswith("```")
+            lines.append("#" + line if line.startswith("#") and not in_code else line)
         lines.append("")
 
     lines += ["## Machines and versions", ""]

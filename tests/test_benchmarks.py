@@ -181,7 +181,7 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     speed, ablation, findings = base / "speed.md", base / "ablation.md", base / "findings.md"
     speed.write_text("| configuration | SPS |\n| --- | ---: |\n| sac_continuous v2 | 73 |\n")
     ablation.write_text("| form | ratio |\n| --- | ---: |\n| two critic modules | 0.97x |\n")
-    findings.write_text("# Findings\n\nHopper swings.\n\n## Atari\n\nAdam's eps.\n")
+    findings.write_text("# Findings\n\nHopper swings.\n\n## Atari\n\nAdam's eps.\n\n```bash\n# a comment\n```\n")
     done = run_tool(REPORT, "--results-dir", benchmark_run["results"], "--readme", readme, "--plots-dir", plots,
                     "--summary", summary, "--main-readme", main_readme, "--speed", speed, "--ablation", ablation,
                     "--findings", findings)
@@ -213,6 +213,7 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     assert f"| {commit[:7]}" in row  # the commit the seeds ran at, in the table
     assert "## Speed" in text and "| sac_continuous v2 | 73 |" in text and "| two critic modules | 0.97x |" in text
     assert "## Findings" in text and "### Atari" in text and "Adam's eps." in text  # one heading level down
+    assert "\n# a comment\n" in text  # but a comment in a code block stays as it was
     tabular_rows = [line for line in text.splitlines() if line.startswith("| FrozenLake8x8-v1")]
     assert len(tabular_rows) == 1
     assert "lemma1_contraction 2/2" in tabular_rows[0] and "lemma2_monotone_improvement 1/2" in tabular_rows[0]
