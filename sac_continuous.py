@@ -684,7 +684,7 @@ def check_args(args) -> None:
 
 
 def importable(module: str) -> bool:
-    """Whether an optional package imports: a copied script runs without matplotlib, moviepy or wandb."""
+    """Whether an optional package imports: a copied script runs without tqdm, matplotlib, moviepy or wandb."""
     try:
         importlib.import_module(module)
         return True
@@ -736,7 +736,7 @@ def hold(directory: Path, flag: str) -> None:
 
 class Run:
     """One training run beside the learning: its directory (held by one process at a time), metrics.jsonl, curves.png,
-    progress lines, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
+    the progress bar, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
     A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/; --resume continues in the
     checkpoint's directory. `checkpoint_state()` is what the script saves beyond the shared fields."""
 
@@ -745,6 +745,7 @@ class Run:
         self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
         self.episodes = checkpoint["episodes"] if checkpoint else 0
         self.last_return = self.last_eval = self.last_eval_step = self.learning_clock = self.wandb = None
+        self.progress_bar = None
         self.start_time, self.eval_seconds, self.stop_requested, self.evaluating = time.time(), 0.0, 0, False
         self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory()
         self.checkpoint_path, self.metrics_path = self.dir / "checkpoint.pt", self.dir / "metrics.jsonl"
@@ -766,6 +767,10 @@ class Run:
                     shutil.rmtree(self.dir, ignore_errors=True)
                 raise UsageError(f"--track: W&B did not start ({type(error).__name__}); run `wandb login` and check "
                                  "the network, or set WANDB_MODE=offline to log locally") from None
+        if sys.stderr.isatty() and importable("tqdm"):  # else a plain line every --log-every steps
+            from tqdm import tqdm
+
+            self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step")
         self.previous_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def new_directory(self) -> Path:
@@ -793,6 +798,8 @@ class Run:
         self.previous_step, self.global_step = self.global_step, self.global_step + steps
         if self.learning_clock is None and self.global_step > self.args.learning_starts:
             self.learning_clock = (time.time(), self.previous_step)
+        if self.progress_bar is not None:
+            self.progress_bar.update(steps)
         episode = infos.get("episode", {})
         for i in np.flatnonzero(infos.get("_episode", [])):
             self.episodes, self.last_return = self.episodes + 1, float(episode["r"][i])
@@ -824,7 +831,10 @@ class Run:
         self.log({**values, "charts/SPS": round(self.sps(), 1)})
         text = f"SPS {self.sps():.0f}" if self.learning_clock else "random actions, learning not started"
         text += f", return {self.last_return:.1f}" if self.last_return is not None else ""
-        print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
+        if self.progress_bar is not None:
+            self.progress_bar.set_postfix_str(text)
+        else:
+            print(f"step {self.global_step}/{self.args.total_timesteps}: {text}", file=sys.stderr, flush=True)
 
     def log_evaluation(self, evaluate) -> None:
         """Run `evaluate()` (a dict of eval/... metrics; a signal stops it at once), log it, keep its time out of the
@@ -900,6 +910,8 @@ class Run:
             self.metrics_file.close()
             if not self.stop_requested:  # a stop asked for is answered at once; curves.png keeps its last evaluation
                 self.plot()
+            if self.progress_bar is not None:
+                self.progress_bar.close()
             if self.wandb is not None:
                 self.wandb.finish()
             last_eval = {key.replace("/", "_"): value for key, value in (self.last_eval or {}).items()}

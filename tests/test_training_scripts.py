@@ -256,13 +256,14 @@ def test_capture_video_without_moviepy_is_refused_before_training(script, tmp_pa
 
 # ---------------------------------------------------------------- copied alone
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_the_script_runs_alone_in_an_empty_folder_on_a_terminal_without_matplotlib(script, tmp_path):
+def test_the_script_runs_alone_in_an_empty_folder_even_on_a_terminal_without_tqdm_or_matplotlib(script, tmp_path):
     copy = tmp_path / f"{script}.py"
     shutil.copy(ROOT / f"{script}.py", copy)
     shadow = tmp_path / "shadow"
     shadow.mkdir()
-    (shadow / "matplotlib.py").write_text("raise ImportError('matplotlib is not installed here')\n")
-    leader, follower = pty.openpty()  # stderr is a terminal, as for a user at a shell
+    for package in ("tqdm", "matplotlib"):
+        (shadow / f"{package}.py").write_text(f"raise ImportError('{package} is not installed here')\n")
+    leader, follower = pty.openpty()  # stderr is a terminal: the path that draws a progress bar
     try:
         environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(shadow)}
         completed = subprocess.run([sys.executable, str(copy), *TINY[script]], cwd=tmp_path, stdout=subprocess.PIPE,
