@@ -1079,12 +1079,15 @@ class Run:
         figure = Figure(figsize=(15, 3.6), layout="tight")
         panels = [["charts/episodic_return", "eval/return_mean"], ["losses/qf_loss", "losses/q_mean"],
                   ["losses/alpha", "losses/entropy", "losses/target_entropy"]]
-        for axis, keys in zip(figure.subplots(1, 3), panels):
+        axes = figure.subplots(1, 3)
+        for axis, keys in zip(axes, panels):
             for key in keys:
                 points = [(event["global_step"], event[key]) for event in events if key in event]
                 if points:
                     axis.plot(*zip(*points), ".-" if key.startswith("eval") else "-", label=key)
                     axis.legend(fontsize=8)
+        if isinstance(target := getattr(self.args, "target_entropy", None), float):  # sac_continuous.py's H-bar
+            axes[2].axhline(target, color="grey", linestyle="--")
         figure.suptitle(self.dir.name, fontsize=9)
         with contextlib.suppress(OSError):  # a full disk is reported by the files that matter, not by the picture
             figure.savefig(self.dir / "curves.png", dpi=80)
