@@ -123,8 +123,9 @@ class Args:
 # ----------------------------------------------------------------------------------------------------------------------
 # Environments
 # ----------------------------------------------------------------------------------------------------------------------
-def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
     """One environment, checked: this script needs bounded Box actions and Box observations."""
+    env_id = args.env_id
     try:
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.Error as error:
@@ -144,7 +145,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 def make_vector_env(args: Args) -> gym.vector.VectorEnv:
     """--num-envs copies of make_env with SAME_STEP autoreset: an episode's last observation comes in info["final_obs"]
     on the step it ends, so no stored transition crosses an episode boundary (docs/pitfalls.md#vector-autoreset)."""
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args)] * args.num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
@@ -399,16 +400,15 @@ class Learner:
     def __init__(self, agent: Agent, args: Args):
         self.agent, self.args = agent, args
         # One kernel per optimizer step, in place of torch's loop over the tensors: 6-9% of a step (ablation.md).
-        fused = {"fused": True}
-        self.q_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.q_lr, **fused)
-        self.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=args.policy_lr, **fused)
-        self.alpha_optimizer = torch.optim.Adam([agent.log_alpha], lr=args.q_lr, **fused)
-        if args.variant == "v1":
-            self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=args.q_lr, **fused)
+        adam = {"fused": True}
+        self.q_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.q_lr, **adam)
+        self.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=args.policy_lr, **adam)
+        self.alpha_optimizer = torch.optim.Adam([agent.log_alpha], lr=args.q_lr, **adam)
         # The optimizers of the policy step, and the parameters its one backward pass computes gradients for.
-        self.policy_optimizers = [self.actor_optimizer] + ([self.value_optimizer] if args.variant == "v1" else [])
-        if args.autotune:
-            self.policy_optimizers.append(self.alpha_optimizer)
+        self.policy_optimizers = [self.actor_optimizer] + ([self.alpha_optimizer] if args.autotune else [])
+        if args.variant == "v1":
+            self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=args.q_lr, **adam)
+            self.policy_optimizers.append(self.value_optimizer)
         self.policy_params = [p for optimizer in self.policy_optimizers for group in optimizer.param_groups
                               for p in group["params"]]
         self.gradient_steps = 0
@@ -506,7 +506,7 @@ def seed_everything(args: Args) -> None:
 def with_defaults(args: Args) -> Args:
     """Args with the defaults that depend on the task: SAC v1 (2018a) keeps α fixed whatever --autotune says; the
     entropy target is H̄ = −dim(A) unless given (SAC-11)."""
-    env = make_env(args.env_id)
+    env = make_env(args)
     action_size = int(np.prod(env.action_space.shape))
     env.close()
     return replace(args, autotune=args.autotune and args.variant == "v2",
@@ -573,7 +573,7 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------------------------------
 def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, video_dir: str | None = None) -> dict:
     """Mean and spread of the returns of the deterministic policy tanh(μ) (SAC-14), on a separate environment."""
-    env = make_env(args.env_id, render_mode="rgb_array" if video_dir else None)
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
     returns = []
@@ -636,8 +636,7 @@ def start(args, with_defaults):
         flag, may_change = ("--resume", RESUME_MAY_CHANGE) if args.resume else ("--eval-only", EVAL_MAY_CHANGE)
         checkpoint = load_checkpoint(path, flag)
         given = {arg[2:].split("=")[0].replace("-", "_").removeprefix("no_") for arg in sys.argv if arg[:2] == "--"}
-        saved = {name: tuple(value) if isinstance(value, list) else value for name, value in checkpoint["args"].items()
-                 if name not in ("resume", "eval_only")}
+        saved = {name: value for name, value in checkpoint["args"].items() if name not in ("resume", "eval_only")}
         for name, value in saved.items():
             if name in given and getattr(args, name) != value and name not in may_change:
                 raise UsageError(f"{flag} {path}: --{name.replace('_', '-')} {getattr(args, name)} differs from the "
@@ -650,20 +649,22 @@ def start(args, with_defaults):
                 raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
                                  "--total-timesteps to go on")
     args = with_defaults(args)
-    check_args(args)
+    for ok, message in shared_checks(args) + validate(args):  # the first that fails is the error
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
     return args, checkpoint
 
 
-def check_args(args) -> None:
-    """The checks all training scripts share, then the script's own (`validate`); the first that fails is the error."""
+def shared_checks(args) -> list[tuple[bool, str]]:
+    """The checks all training scripts share, each (holds, the error line if it does not)."""
     at_least = dict.fromkeys(["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "log_every",
                               "target_network_frequency"], 1)
     at_least |= dict.fromkeys(["learning_starts", "eval_every", "checkpoint_every", "threads"], 0)
     checks = [(getattr(args, name) >= low, f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
               for name, low in at_least.items()]
-    checks += [(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-               for name in ["alpha", "policy_lr", "q_lr", "tau"]]
-    checks += [
+    return checks + [(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+                     for name in ["alpha", "policy_lr", "q_lr", "tau"]] + [
         (0.0 <= args.gamma <= 1.0 and args.tau <= 1.0, "--gamma and --tau must be in [0, 1]"),
         (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is above --buffer-size "
          f"{args.buffer_size}"),
@@ -677,17 +678,12 @@ def check_args(args) -> None:
         (not args.capture_video or importable("moviepy"), "--capture-video needs moviepy: pip install moviepy"),
         (not args.track or importable("wandb"), "--track needs wandb: pip install wandb"),
     ]
-    for ok, message in checks + validate(args):
-        if not ok:
-            raise UsageError(message)
-    resolve_device(args.device)
 
 
 def importable(module: str) -> bool:
     """Whether an optional package imports: a copied script runs without tqdm, matplotlib, moviepy or wandb."""
     try:
-        importlib.import_module(module)
-        return True
+        return importlib.import_module(module) is not None
     except ImportError:
         return False
 
@@ -735,17 +731,16 @@ def hold(directory: Path, flag: str) -> None:
 
 
 class Run:
-    """One training run beside the learning: its directory (held by one process at a time), metrics.jsonl, curves.png,
-    the progress bar, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
-    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/; --resume continues in the
-    checkpoint's directory. `checkpoint_state()` is what the script saves beyond the shared fields."""
+    """A run's directory (held by one process), metrics.jsonl, curves.png, progress, W&B, step counter, signals,
+    checkpoints, and summary.json however it ends. `checkpoint_state()` is what the script saves beyond the shared
+    fields."""
 
     def __init__(self, args, checkpoint: dict | None, checkpoint_state):
         self.args, self.checkpoint_state, self.extra = args, checkpoint_state, {}
         self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
         self.episodes = checkpoint["episodes"] if checkpoint else 0
-        self.last_return = self.last_eval = self.last_eval_step = self.learning_clock = self.wandb = None
-        self.progress_bar = None
+        self.last_return = self.last_eval = self.last_eval_step = self.learning_clock = None
+        self.wandb = self.progress_bar = None
         self.start_time, self.eval_seconds, self.stop_requested, self.evaluating = time.time(), 0.0, 0, False
         self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory()
         self.checkpoint_path, self.metrics_path = self.dir / "checkpoint.pt", self.dir / "metrics.jsonl"
@@ -756,24 +751,22 @@ class Run:
                                                  if json.loads(line)["global_step"] <= self.global_step))
         self.metrics_file = open(self.metrics_path, "a")
         if args.track:
-            import wandb
-
             try:
-                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
-                                        settings=wandb.Settings(init_timeout=30))
+                self.wandb = importlib.import_module("wandb").init(
+                    project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), name=self.dir.name,
+                    id=self.dir.name, resume="allow", dir=str(self.dir), settings={"init_timeout": 30})
             except Exception as error:  # no credentials, no network: nothing to keep of a run that never started
                 if checkpoint is None:
                     shutil.rmtree(self.dir, ignore_errors=True)
                 raise UsageError(f"--track: W&B did not start ({type(error).__name__}); run `wandb login` and check "
                                  "the network, or set WANDB_MODE=offline to log locally") from None
         if sys.stderr.isatty() and importable("tqdm"):  # else a plain line every --log-every steps
-            from tqdm import tqdm
-
-            self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step")
+            self.progress_bar = importlib.import_module("tqdm").tqdm(total=args.total_timesteps,
+                                                                     initial=self.global_step, unit="step")
         self.previous_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def new_directory(self) -> Path:
+        """{output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}, with the process id when that name is taken."""
         args = self.args
         name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         path = Path(args.output_dir) / name
@@ -800,10 +793,11 @@ class Run:
             self.learning_clock = (time.time(), self.previous_step)
         if self.progress_bar is not None:
             self.progress_bar.update(steps)
-        episode = infos.get("episode", {})
         for i in np.flatnonzero(infos.get("_episode", [])):
-            self.episodes, self.last_return = self.episodes + 1, float(episode["r"][i])
-            self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(episode["l"][i])})
+            episode = {"charts/episodic_return": float(infos["episode"]["r"][i]),
+                       "charts/episodic_length": int(infos["episode"]["l"][i])}
+            self.episodes, self.last_return = self.episodes + 1, episode["charts/episodic_return"]
+            self.log(episode)
 
     def due(self, every: int) -> bool:
         """True on the step that crosses a multiple of `every` (0: never); with N environments the counter jumps N."""
@@ -852,21 +846,17 @@ class Run:
         """curves.png, when matplotlib is there: returns, the critic, and α with the policy's entropy (and target)."""
         if not importable("matplotlib"):
             return
-        from matplotlib.figure import Figure  # no pyplot: no window, whatever the backend
-
         events = [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
-        figure = Figure(figsize=(15, 3.6), layout="tight")
+        figure = importlib.import_module("matplotlib.figure").Figure(figsize=(15, 3.6), layout="tight")  # no window
         panels = [["charts/episodic_return", "eval/return_mean"], ["losses/qf_loss", "losses/q_mean"],
                   ["losses/alpha", "losses/entropy", "losses/target_entropy"]]
-        axes = figure.subplots(1, 3)
-        for axis, keys in zip(axes, panels):
+        for axis, keys in zip(figure.subplots(1, 3), panels):
             for key in keys:
-                points = [(event["global_step"], event[key]) for event in events if key in event]
-                if points:
+                if points := [(event["global_step"], event[key]) for event in events if key in event]:
                     axis.plot(*zip(*points), ".-" if key.startswith("eval") else "-", label=key)
                     axis.legend(fontsize=8)
-        if isinstance(target := getattr(self.args, "target_entropy", None), float):  # sac_continuous.py's H-bar
-            axes[2].axhline(target, color="grey", linestyle="--")
+            if keys[0] == "losses/alpha" and isinstance(getattr(self.args, "target_entropy", None), float):
+                axis.axhline(self.args.target_entropy, color="grey", linestyle="--")  # sac_continuous.py's H-bar
         figure.suptitle(self.dir.name, fontsize=9)
         with contextlib.suppress(OSError):  # a full disk is reported by the files that matter, not by the picture
             figure.savefig(self.dir / "curves.png", dpi=80)
@@ -971,7 +961,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     """--eval-only: the checkpoint's policy, evaluated as in training (with --capture-video, videos next to it)."""
     args, checkpoint = start(args, with_defaults)
     device = resolve_device(args.device)
-    env = make_env(args.env_id)
+    env = make_env(args)
     agent = Agent(args, int(np.prod(env.observation_space.shape)), env.action_space).to(device)
     env.close()
     load_weights(agent, checkpoint["agent"], "--eval-only")

@@ -59,7 +59,7 @@ class Args:
     buffer_size: int | None = None
     """replay capacity in transitions (default from PRESETS: vectors 1M; pixels 100k, stored once: 0.7 GiB)"""
     gamma: float = 0.99
-    """discount factor"""
+    """discount factor (papers: 0.99)"""
     tau: float | None = None
     """Polyak rate of the target critics (default from PRESETS: vectors 0.01, tuned here; pixels 1, a hard copy)"""
     batch_size: int = 64
@@ -67,7 +67,7 @@ class Args:
     learning_starts: int | None = None
     """uniformly random actions for this many environment steps first (default from PRESETS: vectors 1k; pixels 20k)"""
     policy_lr: float = 3e-4
-    """Adam learning rate of the policy (Christodoulou 2019: 3e-4)"""
+    """Adam learning rate of the actor (papers: 3e-4)"""
     q_lr: float | None = None
     """Adam learning rate of the critics and of log alpha (default from PRESETS: vectors 1e-3, tuned; pixels 3e-4)"""
     adam_eps: float | None = None
@@ -238,14 +238,6 @@ def make_vector_env(args: Args) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-def with_defaults(args: Args) -> Args:
-    """Args with its None fields filled from PRESETS, by the kind of observation: vectors, or pixels (2-D frames)."""
-    env = make_env(args)
-    kind = "pixels" if is_image(env.observation_space.shape) else "vector"
-    env.close()
-    return replace(args, **{key: value for key, value in PRESETS[kind].items() if getattr(args, key) is None})
-
-
 def terminal_for_update(terminations: np.ndarray, infos: dict, life_loss: bool) -> np.ndarray:
     """d of each stored transition: the episode terminated, or (Atari with --terminal-on-life-loss) a life was lost.
     A time-limit truncation is not terminal (DSAC-4)."""
@@ -344,9 +336,11 @@ class EnsembleLinear(nn.Module):
 
     def __init__(self, members: int, in_size: int, out_size: int):
         super().__init__()
-        bound = 1.0 / math.sqrt(in_size)  # nn.Linear's default, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(in), 1/sqrt(in))
-        self.weight = nn.Parameter(torch.empty(members, in_size, out_size).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_size).uniform_(-bound, bound))
+        self.weight = nn.Parameter(torch.empty(members, in_size, out_size))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_size))
+        bound = 1.0 / math.sqrt(in_size)  # nn.Linear's kaiming_uniform(a=sqrt(5)) is U(-1/sqrt(in), 1/sqrt(in))
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
@@ -415,7 +409,7 @@ class Actor(nn.Module):
         return torch.multinomial(F.softmax(self(obs), dim=-1), 1).squeeze(1)
 
 
-class TwinCritic(nn.Module):
+class TwinQ(nn.Module):
     """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|)
     (DSAC-3); Christodoulou 2019, §3."""
 
@@ -443,6 +437,19 @@ class TwinCritic(nn.Module):
             if i < len(self.layers) - 1:
                 x = F.relu(x)
         return x
+
+
+class Agent(nn.Module):
+    """Every learned tensor, so one state_dict checkpoints them all."""
+
+    def __init__(self, args: Args, obs_shape: tuple[int, ...], n_actions: int):
+        super().__init__()
+        self.actor = Actor(obs_shape, n_actions, args.hidden_sizes)
+        self.critic = TwinQ(obs_shape, n_actions, args.hidden_sizes)
+        self.critic_target = TwinQ(obs_shape, n_actions, args.hidden_sizes)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=bool(args.autotune))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -579,9 +586,6 @@ class FrameReplayBuffer:
         self.position = (self.position + 1) % self.slots
         self.episode_step[:] = 0
 
-    def nbytes(self) -> int:
-        return sum(store.numel() * store.element_size() for store in self.stores().values())
-
 
 def make_buffer(args: Args, obs_shape: tuple[int, ...], device: torch.device) -> ReplayBuffer | FrameReplayBuffer:
     """The frame buffer for image observations, the plain one otherwise."""
@@ -594,19 +598,6 @@ def make_buffer(args: Args, obs_shape: tuple[int, ...], device: torch.device) ->
         raise UsageError(f"--buffer-size {args.buffer_size}: the frame buffer samples with torch.multinomial, "
                          "limited to 2**24 slots")
     return FrameReplayBuffer(args.buffer_size, args.num_envs, obs_shape, device)
-
-
-class Agent(nn.Module):
-    """Every learned tensor, so one state_dict checkpoints them all."""
-
-    def __init__(self, args: Args, obs_shape: tuple[int, ...], n_actions: int):
-        super().__init__()
-        self.actor = Actor(obs_shape, n_actions, args.hidden_sizes)
-        self.critic = TwinCritic(obs_shape, n_actions, args.hidden_sizes)
-        self.critic_target = TwinCritic(obs_shape, n_actions, args.hidden_sizes)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=bool(args.autotune))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -630,7 +621,8 @@ class Learner:
         self.gradient_steps = 0
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {name: getattr(self, name) for name in ["q_optimizer", "actor_optimizer", "alpha_optimizer"]}
+        names = ["q_optimizer", "actor_optimizer", "alpha_optimizer"]
+        return {name: getattr(self, name) for name in names}
 
     def critic_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """J_Q (DSAC-5) towards y (DSAC-4), with the exact soft value of s' under the target critics (DSAC-3)."""
@@ -703,6 +695,14 @@ def seed_everything(args: Args) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses deterministic mode without it
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
+def with_defaults(args: Args) -> Args:
+    """Args with its None fields filled from PRESETS, by the kind of observation: vectors, or pixels (2-D frames)."""
+    env = make_env(args)
+    kind = "pixels" if is_image(env.observation_space.shape) else "vector"
+    env.close()
+    return replace(args, **{key: value for key, value in PRESETS[kind].items() if getattr(args, key) is None})
 
 
 def train(args: Args) -> dict:
@@ -857,8 +857,7 @@ def start(args, with_defaults):
         flag, may_change = ("--resume", RESUME_MAY_CHANGE) if args.resume else ("--eval-only", EVAL_MAY_CHANGE)
         checkpoint = load_checkpoint(path, flag)
         given = {arg[2:].split("=")[0].replace("-", "_").removeprefix("no_") for arg in sys.argv if arg[:2] == "--"}
-        saved = {name: tuple(value) if isinstance(value, list) else value for name, value in checkpoint["args"].items()
-                 if name not in ("resume", "eval_only")}
+        saved = {name: value for name, value in checkpoint["args"].items() if name not in ("resume", "eval_only")}
         for name, value in saved.items():
             if name in given and getattr(args, name) != value and name not in may_change:
                 raise UsageError(f"{flag} {path}: --{name.replace('_', '-')} {getattr(args, name)} differs from the "
@@ -871,20 +870,22 @@ def start(args, with_defaults):
                 raise UsageError(f"--resume {path}: the run is at step {checkpoint['global_step']}; pass a larger "
                                  "--total-timesteps to go on")
     args = with_defaults(args)
-    check_args(args)
+    for ok, message in shared_checks(args) + validate(args):  # the first that fails is the error
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
     return args, checkpoint
 
 
-def check_args(args) -> None:
-    """The checks all training scripts share, then the script's own (`validate`); the first that fails is the error."""
+def shared_checks(args) -> list[tuple[bool, str]]:
+    """The checks all training scripts share, each (holds, the error line if it does not)."""
     at_least = dict.fromkeys(["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "log_every",
                               "target_network_frequency"], 1)
     at_least |= dict.fromkeys(["learning_starts", "eval_every", "checkpoint_every", "threads"], 0)
     checks = [(getattr(args, name) >= low, f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
               for name, low in at_least.items()]
-    checks += [(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-               for name in ["alpha", "policy_lr", "q_lr", "tau"]]
-    checks += [
+    return checks + [(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+                     for name in ["alpha", "policy_lr", "q_lr", "tau"]] + [
         (0.0 <= args.gamma <= 1.0 and args.tau <= 1.0, "--gamma and --tau must be in [0, 1]"),
         (args.batch_size <= args.buffer_size, f"--batch-size {args.batch_size} is above --buffer-size "
          f"{args.buffer_size}"),
@@ -898,17 +899,12 @@ def check_args(args) -> None:
         (not args.capture_video or importable("moviepy"), "--capture-video needs moviepy: pip install moviepy"),
         (not args.track or importable("wandb"), "--track needs wandb: pip install wandb"),
     ]
-    for ok, message in checks + validate(args):
-        if not ok:
-            raise UsageError(message)
-    resolve_device(args.device)
 
 
 def importable(module: str) -> bool:
     """Whether an optional package imports: a copied script runs without tqdm, matplotlib, moviepy or wandb."""
     try:
-        importlib.import_module(module)
-        return True
+        return importlib.import_module(module) is not None
     except ImportError:
         return False
 
@@ -956,17 +952,16 @@ def hold(directory: Path, flag: str) -> None:
 
 
 class Run:
-    """One training run beside the learning: its directory (held by one process at a time), metrics.jsonl, curves.png,
-    the progress bar, W&B, the step counter and its cadences, signals, checkpoints, and summary.json however it ends.
-    A new run writes to {output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}/; --resume continues in the
-    checkpoint's directory. `checkpoint_state()` is what the script saves beyond the shared fields."""
+    """A run's directory (held by one process), metrics.jsonl, curves.png, progress, W&B, step counter, signals,
+    checkpoints, and summary.json however it ends. `checkpoint_state()` is what the script saves beyond the shared
+    fields."""
 
     def __init__(self, args, checkpoint: dict | None, checkpoint_state):
         self.args, self.checkpoint_state, self.extra = args, checkpoint_state, {}
         self.global_step = self.previous_step = checkpoint["global_step"] if checkpoint else 0
         self.episodes = checkpoint["episodes"] if checkpoint else 0
-        self.last_return = self.last_eval = self.last_eval_step = self.learning_clock = self.wandb = None
-        self.progress_bar = None
+        self.last_return = self.last_eval = self.last_eval_step = self.learning_clock = None
+        self.wandb = self.progress_bar = None
         self.start_time, self.eval_seconds, self.stop_requested, self.evaluating = time.time(), 0.0, 0, False
         self.dir = Path(args.resume).resolve().parent if checkpoint else self.new_directory()
         self.checkpoint_path, self.metrics_path = self.dir / "checkpoint.pt", self.dir / "metrics.jsonl"
@@ -977,24 +972,22 @@ class Run:
                                                  if json.loads(line)["global_step"] <= self.global_step))
         self.metrics_file = open(self.metrics_path, "a")
         if args.track:
-            import wandb
-
             try:
-                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                        name=self.dir.name, id=self.dir.name, resume="allow", dir=str(self.dir),
-                                        settings=wandb.Settings(init_timeout=30))
+                self.wandb = importlib.import_module("wandb").init(
+                    project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), name=self.dir.name,
+                    id=self.dir.name, resume="allow", dir=str(self.dir), settings={"init_timeout": 30})
             except Exception as error:  # no credentials, no network: nothing to keep of a run that never started
                 if checkpoint is None:
                     shutil.rmtree(self.dir, ignore_errors=True)
                 raise UsageError(f"--track: W&B did not start ({type(error).__name__}); run `wandb login` and check "
                                  "the network, or set WANDB_MODE=offline to log locally") from None
         if sys.stderr.isatty() and importable("tqdm"):  # else a plain line every --log-every steps
-            from tqdm import tqdm
-
-            self.progress_bar = tqdm(total=args.total_timesteps, initial=self.global_step, unit="step")
+            self.progress_bar = importlib.import_module("tqdm").tqdm(total=args.total_timesteps,
+                                                                     initial=self.global_step, unit="step")
         self.previous_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def new_directory(self) -> Path:
+        """{output_dir}/{env_id}__{exp_name}__{seed}__{unix_time}, with the process id when that name is taken."""
         args = self.args
         name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         path = Path(args.output_dir) / name
@@ -1021,10 +1014,11 @@ class Run:
             self.learning_clock = (time.time(), self.previous_step)
         if self.progress_bar is not None:
             self.progress_bar.update(steps)
-        episode = infos.get("episode", {})
         for i in np.flatnonzero(infos.get("_episode", [])):
-            self.episodes, self.last_return = self.episodes + 1, float(episode["r"][i])
-            self.log({"charts/episodic_return": self.last_return, "charts/episodic_length": int(episode["l"][i])})
+            episode = {"charts/episodic_return": float(infos["episode"]["r"][i]),
+                       "charts/episodic_length": int(infos["episode"]["l"][i])}
+            self.episodes, self.last_return = self.episodes + 1, episode["charts/episodic_return"]
+            self.log(episode)
 
     def due(self, every: int) -> bool:
         """True on the step that crosses a multiple of `every` (0: never); with N environments the counter jumps N."""
@@ -1073,21 +1067,17 @@ class Run:
         """curves.png, when matplotlib is there: returns, the critic, and α with the policy's entropy (and target)."""
         if not importable("matplotlib"):
             return
-        from matplotlib.figure import Figure  # no pyplot: no window, whatever the backend
-
         events = [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
-        figure = Figure(figsize=(15, 3.6), layout="tight")
+        figure = importlib.import_module("matplotlib.figure").Figure(figsize=(15, 3.6), layout="tight")  # no window
         panels = [["charts/episodic_return", "eval/return_mean"], ["losses/qf_loss", "losses/q_mean"],
                   ["losses/alpha", "losses/entropy", "losses/target_entropy"]]
-        axes = figure.subplots(1, 3)
-        for axis, keys in zip(axes, panels):
+        for axis, keys in zip(figure.subplots(1, 3), panels):
             for key in keys:
-                points = [(event["global_step"], event[key]) for event in events if key in event]
-                if points:
+                if points := [(event["global_step"], event[key]) for event in events if key in event]:
                     axis.plot(*zip(*points), ".-" if key.startswith("eval") else "-", label=key)
                     axis.legend(fontsize=8)
-        if isinstance(target := getattr(self.args, "target_entropy", None), float):  # sac_continuous.py's H-bar
-            axes[2].axhline(target, color="grey", linestyle="--")
+            if keys[0] == "losses/alpha" and isinstance(getattr(self.args, "target_entropy", None), float):
+                axis.axhline(self.args.target_entropy, color="grey", linestyle="--")  # sac_continuous.py's H-bar
         figure.suptitle(self.dir.name, fontsize=9)
         with contextlib.suppress(OSError):  # a full disk is reported by the files that matter, not by the picture
             figure.savefig(self.dir / "curves.png", dpi=80)

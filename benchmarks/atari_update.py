@@ -52,7 +52,7 @@ def main() -> int:
     losses: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
     for _ in range(options.rounds):
         for layout, scaled in LAYOUTS.items():
-            sd.scaled_frames = scaled  # what Actor and TwinCritic call on their input frames
+            sd.scaled_frames = scaled  # what Actor and TwinQ call on their input frames
             agent = agents[layout]
             agent.update(batches[0])  # warm-up
             for i in range(options.updates):

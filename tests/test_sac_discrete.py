@@ -221,7 +221,7 @@ def test_exploring_samples_actions_with_the_policy_probabilities():
 def test_twin_critic_members_are_independent_networks():
     torch.manual_seed(0)
     for obs_shape in [(5,), (4, 36, 36)]:
-        critic = sd.TwinCritic(obs_shape, 3, (16, 16))
+        critic = sd.TwinQ(obs_shape, 3, (16, 16))
         obs = torch.rand(7, *obs_shape) if len(obs_shape) == 1 else torch.randint(0, 256, (7, *obs_shape), dtype=torch.uint8)
         q = critic(obs)
         assert q.shape == (2, 7, 3)
@@ -238,7 +238,7 @@ def test_image_networks_use_he_initialisation_and_keep_the_feature_scale():
     With PyTorch's default the actor's last hidden features of random frames had an RMS of about 0.01, which left its
     gradients far below Adam's eps; the ReLU gain keeps them of order 1."""
     torch.manual_seed(0)
-    actor, critic = sd.Actor((4, 84, 84), 9, (128, 128)), sd.TwinCritic((4, 84, 84), 9, (128, 128))
+    actor, critic = sd.Actor((4, 84, 84), 9, (128, 128)), sd.TwinQ((4, 84, 84), 9, (128, 128))
     kinds = (torch.nn.Conv2d, torch.nn.Linear, sd.EnsembleLinear)
     layers = [m for m in [*actor.modules(), *critic.modules()] if isinstance(m, kinds)]
     assert len(layers) == 5 + 5
@@ -263,7 +263,7 @@ def test_channels_last_frames_change_the_memory_layout_not_the_networks():
     frames = sd.scaled_frames(obs)
     assert frames.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(frames, obs.float() / 255.0)
-    actor, critic = sd.Actor((4, 84, 84), 6, (16,)), sd.TwinCritic((4, 84, 84), 6, (16,))
+    actor, critic = sd.Actor((4, 84, 84), 6, (16,)), sd.TwinQ((4, 84, 84), 6, (16,))
     with torch.no_grad():
         assert torch.allclose(actor(obs), actor.net(obs.float() / 255.0), rtol=1e-4, atol=1e-5)
         plain = critic.encoder(obs.float() / 255.0).view(5, 2, critic.features).transpose(0, 1)
@@ -490,7 +490,7 @@ def test_atari_preprocessing_gives_four_stacked_84x84_uint8_frames():
 def test_atari_frame_buffer_memory_at_default_buffer_size_fits_24_gib():
     per_slot = 84 * 84 + 8 + 4 + 4 + 1 + 4  # frame, action, reward, terminated, steps into episode, valid
     small = sd.FrameReplayBuffer(1000, 1, (4, 84, 84), torch.device("cpu"))
-    assert small.nbytes() == 1000 * per_slot
+    assert sum(store.numel() * store.element_size() for store in small.stores().values()) == 1000 * per_slot
     assert sd.PRESETS["pixels"]["buffer_size"] * per_slot / 2**30 < 0.7
     assert 1_000_000 * per_slot / 2**30 < 7.0  # vs ~53 GiB storing obs and next_obs stacks (docs/pitfalls.md#frame-once-replay)
 
