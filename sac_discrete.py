@@ -82,6 +82,8 @@ class Args:
     """learn alpha by minimising the temperature loss (DSAC-8) towards the target entropy"""
     target_entropy_scale: float | None = None
     """H-bar = scale * log|A| (default from PRESETS: vectors 0.5, measured best on CartPole; pixels 0.98, the paper)"""
+    twin_q: Literal["min", "mean"] = "min"
+    """the twin critics' estimate in the target and the actor loss: min (the paper) or mean (SD-SAC: explores more)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """hidden layer widths of the MLPs used for vector observations"""
     frame_stack: int = 4
@@ -270,11 +272,18 @@ def policy_entropy(probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor
     return -(probs * log_probs).sum(-1)
 
 
-def soft_state_value(next_probs: torch.Tensor, next_log_probs: torch.Tensor, next_target_q: torch.Tensor,
+def twin_q_estimate(q: torch.Tensor, how: str) -> torch.Tensor:
+    """Q̂(s,·) from the twin critics, (2, B, |A|) -> (B, |A|), action by action: min_i Q_i, the paper's clipped double
+    Q, or ½ Σ_i Q_i, the double average of SD-SAC (Zhou et al. 2022, arXiv:2209.10081), which is not pessimistic
+    (DSAC-12; docs/sac_discrete.md#twin-critics-min-or-mean)."""
+    return q.min(dim=0).values if how == "min" else q.mean(dim=0)
+
+
+def soft_state_value(next_probs: torch.Tensor, next_log_probs: torch.Tensor, next_q: torch.Tensor,
                      alpha: torch.Tensor) -> torch.Tensor:
-    """V(s') = π(·|s')ᵀ[min_i Q̄_i(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Eq. 10.
-    next_target_q: (2, B, |A|); the minimum is taken action by action, then the expectation."""
-    return (next_probs * (next_target_q.min(dim=0).values - alpha * next_log_probs)).sum(-1)
+    """V(s') = π(·|s')ᵀ[Q̂(s',·) − α log π(·|s')], an exact sum (DSAC-3); Christodoulou 2019, Eq. 10.
+    Q̂ is the target critics' twin_q_estimate, (B, |A|)."""
+    return (next_probs * (next_q - alpha * next_log_probs)).sum(-1)
 
 
 def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor,
@@ -292,9 +301,9 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def actor_loss(probs: torch.Tensor, log_probs: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − min_i Q_i(s,·))] (DSAC-6); Christodoulou 2019, Eq. 12.
-    q: (2, B, |A|), a constant."""
-    return (probs * (alpha * log_probs - q.min(dim=0).values.detach())).sum(-1).mean()
+    """J_π = E_s[π(·|s)ᵀ(α log π(·|s) − Q̂(s,·))] (DSAC-6); Christodoulou 2019, Eq. 12.
+    Q̂ is the online critics' twin_q_estimate, (B, |A|), a constant."""
+    return (probs * (alpha * log_probs - q.detach())).sum(-1).mean()
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
@@ -630,7 +639,8 @@ class Learner:
         alpha = agent.log_alpha.detach().exp()
         with torch.no_grad():
             next_probs, next_log_probs = policy_probabilities(agent.actor(batch.next_obs))
-            next_value = soft_state_value(next_probs, next_log_probs, agent.critic_target(batch.next_obs), alpha)
+            next_q = twin_q_estimate(agent.critic_target(batch.next_obs), args.twin_q)
+            next_value = soft_state_value(next_probs, next_log_probs, next_q, alpha)
             target = soft_q_target(batch.rewards, batch.terminated, next_value, args.gamma)
         q_all = agent.critic(batch.obs)
         q = q_all.gather(2, batch.actions.view(1, -1, 1).expand(2, -1, 1)).squeeze(2)
@@ -644,7 +654,7 @@ class Learner:
         agent, args = self.agent, self.args
         alpha = agent.log_alpha.detach().exp()
         with torch.no_grad():
-            q = agent.critic(obs)
+            q = twin_q_estimate(agent.critic(obs), args.twin_q)
         probs, log_probs = policy_probabilities(agent.actor(obs))
         loss = actor_loss(probs, log_probs, q, alpha)
         entropy = policy_entropy(probs, log_probs)

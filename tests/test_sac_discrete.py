@@ -44,7 +44,7 @@ def tensors():
 def test_soft_state_value_is_the_exact_expectation_over_actions():
     logits, q = tensors()
     probs, log_probs = sd.policy_probabilities(logits)
-    value = sd.soft_state_value(probs, log_probs, q, torch.tensor(ALPHA, dtype=torch.float64))
+    value = sd.soft_state_value(probs, log_probs, q.min(dim=0).values, torch.tensor(ALPHA, dtype=torch.float64))
     for s in range(2):
         p, logp = hand_policy(LOGITS[s])
         expected = sum(p[a] * (min(Q1[s][a], Q2[s][a]) - ALPHA * logp[a]) for a in range(3))
@@ -69,7 +69,7 @@ def test_critic_loss_is_the_sum_of_the_two_half_squared_errors():
 def test_actor_loss_sums_over_actions_and_averages_over_states():
     logits, q = tensors()
     probs, log_probs = sd.policy_probabilities(logits)
-    loss = sd.actor_loss(probs, log_probs, q, torch.tensor(ALPHA, dtype=torch.float64))
+    loss = sd.actor_loss(probs, log_probs, q.min(dim=0).values, torch.tensor(ALPHA, dtype=torch.float64))
     per_state = []
     for s in range(2):
         p, logp = hand_policy(LOGITS[s])
@@ -94,8 +94,16 @@ def test_temperature_loss_matches_hand_computation():
     assert log_alpha.grad.item() == pytest.approx(sum(per_state) / 2 / math.log(ALPHA), abs=1e-12)
 
 
+@pytest.mark.parametrize("how, hand", [("min", min), ("mean", lambda q1, q2: (q1 + q2) / 2)])
+def test_the_twin_estimate_is_the_minimum_or_the_average_action_by_action(how, hand):
+    _, q = tensors()
+    expected = [[hand(Q1[s][a], Q2[s][a]) for a in range(3)] for s in range(2)]
+    assert sd.twin_q_estimate(q, how).tolist() == [pytest.approx(row, abs=1e-12) for row in expected]
+
+
 def test_actor_loss_gradient_matches_finite_differences():
     logits, q = tensors()
+    q = q.min(dim=0).values
     alpha = torch.tensor(ALPHA, dtype=torch.float64)
 
     def loss_of(x):
@@ -117,8 +125,8 @@ def test_actor_loss_gradient_matches_finite_differences():
 def test_actor_loss_minimiser_is_the_boltzmann_policy_of_min_q():
     """π* ∝ exp(min_i Q_i/α) (DSAC-7): the actor gradient vanishes there and nowhere nearby."""
     _, q = tensors()
-    alpha = torch.tensor(ALPHA, dtype=torch.float64)
-    boltzmann_logits = (q.min(dim=0).values / alpha).requires_grad_(True)
+    q, alpha = q.min(dim=0).values, torch.tensor(ALPHA, dtype=torch.float64)
+    boltzmann_logits = (q / alpha).requires_grad_(True)
     sd.actor_loss(*sd.policy_probabilities(boltzmann_logits), q, alpha).backward()
     assert boltzmann_logits.grad.abs().max().item() < 1e-12
     assert sd.actor_loss(*sd.policy_probabilities(torch.tensor(LOGITS, dtype=torch.float64)), q, alpha) > sd.actor_loss(
@@ -170,28 +178,32 @@ def random_batch(size=32, seed=0):
                     (torch.rand(size, generator=g) < 0.3).float())
 
 
-def test_critic_target_reads_the_target_critics_and_the_current_policy():
-    (agent, learner), batch = small_agent(), random_batch()
+@pytest.mark.parametrize("twin_q", ["min", "mean"])
+def test_critic_target_reads_the_target_critics_and_the_current_policy(twin_q):
+    (agent, learner), batch = small_agent(twin_q=twin_q), random_batch()
     loss = learner.critic_losses(batch)[0]
     with torch.no_grad():
         alpha = math.exp(agent.log_alpha.item())
         log_pi = torch.log_softmax(agent.actor(batch.next_obs), -1)
-        q_bar = torch.minimum(*agent.critic_target(batch.next_obs))  # (DSAC-3) reads Q̄, never Q
+        q1_bar, q2_bar = agent.critic_target(batch.next_obs)  # (DSAC-3) reads Q̄, never Q
+        q_bar = torch.minimum(q1_bar, q2_bar) if twin_q == "min" else (q1_bar + q2_bar) / 2
         y = batch.rewards + learner.args.gamma * (1 - batch.terminated) * (log_pi.exp() * (q_bar - alpha * log_pi)).sum(-1)
         q1, q2 = (q.gather(1, batch.actions[:, None]).squeeze(1) for q in agent.critic(batch.obs))
         expected = 0.5 * ((q1 - y) ** 2).mean() + 0.5 * ((q2 - y) ** 2).mean()
     torch.testing.assert_close(loss, expected)
 
 
-def test_each_loss_of_the_policy_step_moves_only_its_own_parameters():
+@pytest.mark.parametrize("twin_q", ["min", "mean"])
+def test_each_loss_of_the_policy_step_moves_only_its_own_parameters(twin_q):
     # One backward pass for the sum: the actor must get the gradient of (DSAC-6) alone, on Q of the online critics, and
     # log α that of (DSAC-8) alone, H − H̄. A missing detach would leak one loss into the other's parameters.
-    (agent, learner), obs = small_agent(), random_batch().obs
+    (agent, learner), obs = small_agent(twin_q=twin_q), random_batch().obs
     learner.policy_losses(obs)[0].backward(inputs=learner.policy_params)
     alpha = math.exp(agent.log_alpha.item())
     log_pi = torch.log_softmax(agent.actor(obs), -1)
     with torch.no_grad():
-        q = torch.minimum(*agent.critic(obs))
+        q1, q2 = agent.critic(obs)
+        q = torch.minimum(q1, q2) if twin_q == "min" else (q1 + q2) / 2
     actor_loss = (log_pi.exp() * (alpha * log_pi - q)).sum(-1).mean()
     for parameter, expected in zip(agent.actor.parameters(), torch.autograd.grad(actor_loss, list(agent.actor.parameters()))):
         torch.testing.assert_close(parameter.grad, expected)
