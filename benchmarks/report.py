@@ -120,7 +120,7 @@ HEADLINE = [
     ("sac_continuous-v2__HalfCheetah-v5", ""),
     ("sac_continuous-v2__Hopper-v5", ""),
     ("sac_discrete__CartPole-v1", "the default command"),
-    ("sac_discrete__Acrobot-v1", "does not learn: benchmarks/README.md says why"),
+    ("sac_discrete__Acrobot-v1", "the paper's twin minimum; learns with --twin-q mean (benchmarks/README.md)"),
     ("sac_discrete__LunarLander-v3", ""),
     ("sac_discrete__MsPacmanNoFrameskip-v4", "the paper's Atari 100k setting"),
     ("sac_discrete__SeaquestNoFrameskip-v4", "the paper's Atari 100k setting"),
