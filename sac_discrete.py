@@ -82,8 +82,8 @@ class Args:
     """learn alpha by minimising the temperature loss (DSAC-8) towards the target entropy"""
     target_entropy_scale: float | None = None
     """H-bar = scale * log|A| (default from PRESETS: vectors 0.5, measured best on CartPole; pixels 0.98, the paper)"""
-    twin_q: Literal["min", "mean"] = "min"
-    """the twin critics' estimate in the target and the actor loss: min (the paper) or mean (SD-SAC: explores more)"""
+    twin_q: Literal["min", "mean"] | None = None
+    """Q̂ of the twin critics (default from PRESETS: vectors mean, as SD-SAC, min never solved Acrobot; pixels min)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """hidden layer widths of the MLPs used for vector observations"""
     frame_stack: int = 4
@@ -129,13 +129,16 @@ class Args:
     """record an evaluation episode of the final policy to {run_dir}/videos (needs moviepy)"""
 
 # Defaults that depend on the observations, filled into the None fields above by `with_defaults`. "vector" was tuned
-# here on CartPole-v1; "pixels" is the discrete SAC paper's Atari setting (Christodoulou 2019, Table 1), measured
-# here on three games (benchmarks/README.md), with Adam's eps 1e-8 (docs/pitfalls.md#adam-eps-and-init).
+# here on CartPole-v1, and its twin_q on Acrobot-v1; "pixels" is the discrete SAC paper's Atari setting (Christodoulou
+# 2019, Table 1), measured here on three games (benchmarks/README.md), with Adam's eps 1e-8
+# (docs/pitfalls.md#adam-eps-and-init).
 PRESETS = {
     "vector": dict(total_timesteps=30_000, buffer_size=1_000_000, learning_starts=1_000, update_frequency=1, tau=0.01,
-                   target_network_frequency=1, q_lr=1e-3, adam_eps=1e-4, target_entropy_scale=0.5),
+                   target_network_frequency=1, q_lr=1e-3, adam_eps=1e-4, target_entropy_scale=0.5,
+                   twin_q="mean"),
     "pixels": dict(total_timesteps=100_000, buffer_size=100_000, learning_starts=20_000, update_frequency=4, tau=1.0,
-                   target_network_frequency=2_000, q_lr=3e-4, adam_eps=1e-8, target_entropy_scale=0.98),
+                   target_network_frequency=2_000, q_lr=3e-4, adam_eps=1e-8, target_entropy_scale=0.98,
+                   twin_q="min"),
 }
 
 

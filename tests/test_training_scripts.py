@@ -103,17 +103,34 @@ def test_two_runs_started_in_the_same_second_get_their_own_directories(script, t
     assert events(directories[0]) == events(directories[1])
 
 
+@pytest.fixture
+def background():
+    """Start a script in the background; whatever a test leaves running is killed when it ends, pass or fail."""
+    processes = []
+
+    def start(script, *flags):
+        environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+        processes.append(subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *map(str, flags)],
+                                          env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return processes[-1]
+    yield start
+    for process in processes:
+        process.kill()
+
+
+def wait_for(text, run_dir_glob, process, seconds=120):
+    deadline = time.time() + seconds
+    while text not in "".join(Path(p).read_text() for p in glob.glob(f"{run_dir_glob}/metrics.jsonl")):
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
+        time.sleep(0.1)
+
+
 # ---------------------------------------------------------------- stop, resume, evaluate
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_ctrl_c_saves_a_checkpoint_and_the_summary_then_exits_130(script, tmp_path):
-    flags = [*TINY[script], "--total-timesteps", "1000000", "--eval-every", "0", "--output-dir", tmp_path]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    process = subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *map(str, flags)], env=environment,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while '"global_step": 400' not in "".join(Path(p).read_text() for p in glob.glob(f"{tmp_path}/*/metrics.jsonl")):
-        assert time.time() < deadline and process.poll() is None
-        time.sleep(0.2)
+def test_ctrl_c_saves_a_checkpoint_and_the_summary_then_exits_130(script, tmp_path, background):
+    process = background(script, *TINY[script], "--total-timesteps", "1000000", "--eval-every", "0", "--output-dir",
+                         tmp_path)
+    wait_for('"global_step": 400', f"{tmp_path}/*", process)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
     summary = summary_of(tmp_path)
@@ -310,20 +327,7 @@ def test_a_run_split_at_an_episode_boundary_and_resumed_is_the_uninterrupted_run
     assert [e for e in events(split) if not (e["global_step"] == 400 and "eval/return_mean" in e)] == events(straight)
 
 
-def background(script, *flags):
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *map(str, flags)], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(text, run_dir_glob, process, seconds=120):
-    deadline = time.time() + seconds
-    while text not in "".join(Path(p).read_text() for p in glob.glob(f"{run_dir_glob}/metrics.jsonl")):
-        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
-        time.sleep(0.1)
-
-
-def test_sigterm_during_an_evaluation_saves_within_two_seconds_and_exits(tmp_path):
+def test_sigterm_during_an_evaluation_saves_within_two_seconds_and_exits(tmp_path, background):
     process = background("sac_discrete", *TINY["sac_discrete"], "--eval-episodes", "100000", "--output-dir", tmp_path)
     wait_for('"global_step": 300, "wall_time"', f"{tmp_path}/*", process)  # the evaluation at step 300 begins
     time.sleep(0.5)
@@ -337,7 +341,7 @@ def test_sigterm_during_an_evaluation_saves_within_two_seconds_and_exits(tmp_pat
     assert json.loads((run_dir / "summary.json").read_text())["interrupted"] is True
 
 
-def test_a_signal_during_the_final_evaluation_does_not_make_a_finished_run_interrupted(tmp_path):
+def test_a_signal_during_the_final_evaluation_does_not_make_a_finished_run_interrupted(tmp_path, background):
     process = background("sac_discrete", *TINY["sac_discrete"], "--eval-every", "0", "--eval-episodes", "100000",
                          "--output-dir", tmp_path)
     wait_for('"global_step": 600, "wall_time"', f"{tmp_path}/*", process)
@@ -348,7 +352,7 @@ def test_a_signal_during_the_final_evaluation_does_not_make_a_finished_run_inter
     assert summary["global_step"] == 600 and summary["interrupted"] is False
 
 
-def test_a_second_ctrl_c_stops_at_once_and_the_checkpoint_loads(tmp_path):
+def test_a_second_ctrl_c_stops_at_once_and_the_checkpoint_loads(tmp_path, background):
     process = background("sac_discrete", *TINY["sac_discrete"], "--total-timesteps", "1000000", "--checkpoint-every",
                          "100", "--eval-every", "0", "--output-dir", tmp_path)
     wait_for('"global_step": 400', f"{tmp_path}/*", process)
@@ -361,7 +365,7 @@ def test_a_second_ctrl_c_stops_at_once_and_the_checkpoint_loads(tmp_path):
     assert not list(run_dir.glob("*.tmp")) and json.loads((run_dir / "summary.json").read_text())["interrupted"]
 
 
-def test_a_second_process_cannot_resume_a_run_that_is_running(tmp_path):
+def test_a_second_process_cannot_resume_a_run_that_is_running(tmp_path, background):
     assert run("sac_discrete", *TINY["sac_discrete"], "--total-timesteps", "400", "--output-dir", tmp_path
                ).returncode == 0
     (run_dir,) = run_dirs(tmp_path)
