@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -220,10 +219,7 @@ def filled_buffer(sac, size: int = 10_000):
     import numpy as np
     import torch
 
-    if "num_envs" in inspect.signature(sac.ReplayBuffer).parameters:  # the signature before commit 'unified buffer'
-        buffer = sac.ReplayBuffer(size, 1, 3, 1, torch.device("cpu"))
-    else:
-        buffer = sac.ReplayBuffer(size, (3,), (1,), torch.float32, torch.device("cpu"))
+    buffer = sac.ReplayBuffer(size, (3,), (1,), torch.float32, torch.device("cpu"))
     rng = np.random.default_rng(0)
     for _ in range(size):
         buffer.add(rng.normal(size=(1, 3)).astype(np.float32), rng.uniform(-1, 1, (1, 1)).astype(np.float32),
