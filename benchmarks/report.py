@@ -122,6 +122,7 @@ HEADLINE = [
     ("sac_discrete__CartPole-v1", "the default command"),
     ("sac_discrete__Acrobot-v1", ""),
     ("sac_discrete__LunarLander-v3", ""),
+    ("sac_discrete-twinmean__LunarLander-v3", "today's defaults (then --twin-q mean); 2 of 3 seeds still mostly hover"),
     ("sac_discrete-twinmin__Acrobot-v1", "the paper's twin minimum (--twin-q min): it never reaches the goal"),
     ("sac_discrete__MsPacmanNoFrameskip-v4", "the paper's Atari 100k setting"),
     ("sac_discrete__SeaquestNoFrameskip-v4", "the paper's Atari 100k setting"),
