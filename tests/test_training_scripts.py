@@ -377,7 +377,7 @@ def test_a_second_process_cannot_resume_a_run_that_is_running(tmp_path, backgrou
     assert first.wait(timeout=30) == 130
 
 
-def test_resume_mistakes_are_refused_and_a_default_value_still_counts(tmp_path):
+def test_resume_mistakes_are_refused_and_a_default_value_still_counts(tmp_path, background):
     assert run("sac_discrete", *TINY["sac_discrete"], "--total-timesteps", "400", "--output-dir", tmp_path
                ).returncode == 0
     (run_dir,) = run_dirs(tmp_path)
