@@ -294,10 +294,11 @@ def checkpoint_of(seed_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def resume_segment(command: list[str], seed_dir: Path, python: str) -> tuple[list[str], list[dict]]:
-    """The command that continues a seed from the checkpoint in its work dir (`--resume`), and the segments it has run
-    so far. A segment stopped from outside (a machine that went away) left no record: it is added here, up to the
-    checkpoint's step, with the wall time its metrics.jsonl had reached at that step."""
+def resume_segment(command: list[str], seed_dir: Path, python: str) -> tuple[list[str] | None, list[dict]]:
+    """The command that continues a seed from the checkpoint in its work dir (`--resume`), or None when the checkpoint
+    is already at --total-timesteps (the script would refuse it: the seed is collected as it is), and the segments it
+    has run so far. A segment stopped from outside (a machine that went away) left no record: it is added here, up to
+    the checkpoint's step, with the wall time its metrics.jsonl had reached at that step."""
     checkpoint = checkpoint_of(seed_dir)
     step = int(subprocess.run([python, "-c", "import sys, torch; print(torch.load(sys.argv[1], weights_only=True)"
                                "['global_step'])", str(checkpoint)], capture_output=True, text=True, check=True).stdout)
@@ -308,45 +309,57 @@ def resume_segment(command: list[str], seed_dir: Path, python: str) -> tuple[lis
                          "wall_time_s": events[-1]["wall_time"] if events else None, "stopped_from_outside": True})
         (seed_dir / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
     total = command[command.index("--total-timesteps") + 1]
+    if step >= int(total):
+        return None, segments
     return [command[0], command[1], "--resume", str(checkpoint), "--total-timesteps", total], segments
+
+
+def launch(command: list[str], seed_dir: Path, env: dict, timeout: float | None, record: dict) -> int:
+    """Run one segment of a seed in its work dir, its output appended to stdout.log and stderr.log: the exit status."""
+    with open(seed_dir / "stdout.log", "a") as stdout, open(seed_dir / "stderr.log", "a") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=seed_dir)
+        with RUNNING_LOCK:
+            RUNNING.add(process)
+        try:
+            return wait_recording_memory(process, timeout, record)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # scripts save a checkpoint and summary on SIGTERM
+            record["timed_out"] = True
+            try:
+                return process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return process.wait()
+        finally:
+            with RUNNING_LOCK:
+                RUNNING.discard(process)
 
 
 def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict,
              timeout: float | None, resume: bool = False, python: str = sys.executable) -> dict:
     """Run one seed to completion and collect what it left behind; with `resume`, continue it from its checkpoint."""
     segments: list[dict] = []
+    finished = False
     if resume and checkpoint_of(seed_dir) is not None:
-        command, segments = resume_segment(command, seed_dir, python)
+        resumed, segments = resume_segment(command, seed_dir, python)
+        command, finished = resumed or command, resumed is None
     elif seed_dir.exists():
         shutil.rmtree(seed_dir)  # a stale run must never be read as this one
     seed_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"seed": seed, "command": command, "command_line": shlex.join(command), "work_dir": str(seed_dir)}
     start = time.perf_counter()
-    with open(seed_dir / "stdout.log", "a") as stdout, open(seed_dir / "stderr.log", "a") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=seed_dir)
-        with RUNNING_LOCK:
-            RUNNING.add(process)
-        try:
-            exit_code = wait_recording_memory(process, timeout, record)
-        except subprocess.TimeoutExpired:
-            process.terminate()  # scripts save a checkpoint and summary on SIGTERM
-            try:
-                exit_code = process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                exit_code = process.wait()
-            record["timed_out"] = True
-        finally:
-            with RUNNING_LOCK:
-                RUNNING.discard(process)
+    exit_code = segments[-1].get("exit_code", 0) if finished else launch(command, seed_dir, env, timeout, record)
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["exit_code"] = exit_code
     if algo != TABULAR_ALGO:  # each run of the script is a segment; a resumed seed's wall time sums them
-        summaries = sorted(seed_dir.glob("*/summary.json"))
-        reached = json.loads(summaries[-1].read_text()).get("global_step") if summaries else None
-        segments.append({"from_step": segments[-1]["to_step"] if segments else 0, "to_step": reached,
-                         "wall_time_s": record["wall_time_s"], "exit_code": exit_code})
-        (seed_dir / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
+        if finished:
+            record["wall_time_s"] = segments[-1]["wall_time_s"]
+        else:
+            summaries = sorted(seed_dir.glob("*/summary.json"))
+            reached = json.loads(summaries[-1].read_text()).get("global_step") if summaries else None
+            segments.append({"from_step": segments[-1]["to_step"] if segments else 0, "to_step": reached,
+                             "wall_time_s": record["wall_time_s"], "exit_code": exit_code})
+            (seed_dir / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
         if len(segments) > 1:
             record["segments"] = segments
             record["resumed_at_steps"] = [segment["from_step"] for segment in segments[1:]]

@@ -458,3 +458,9 @@ def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_pa
     assert record["status"] == "ok" and record["global_step"] == 600 and record["resumed_at_steps"] == [400]
     assert "--resume" in record["command"] and [s["to_step"] for s in record["segments"]] == [400, 600]
     assert record["wall_time_s"] > first["wall_time_s"]
+    # Resumed again once finished (a chain of seeds restarted after a stop), the seed is collected, not refused.
+    again = run_tool(RUN, *flags, "--total-timesteps", 600, "--resume", *script_flags)
+    assert again.returncode == 0, again.stderr
+    (collected,) = json.loads((tmp_path / "results" / "sac_discrete__CartPole-v1.json").read_text())["seeds"]
+    for key in ("status", "global_step", "resumed_at_steps", "segments", "wall_time_s", "final_eval_return_mean"):
+        assert collected[key] == record[key], key
