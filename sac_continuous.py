@@ -181,8 +181,8 @@ def soft_q_target_v2(reward, terminated, next_q, next_log_prob, alpha, gamma):
     """y = r + γ(1 − d)(min_i Q̄_i(s', ã') − α log π(ã'|s')), ã' ~ π(·|s') now  — (SAC-10); 2018b,
     Eq. 5-6 plus the done mask. d is `terminated` only: a time limit is not part of the MDP, so it bootstraps
     (docs/pitfalls.md#truncation-vs-termination)."""
-    next_v = next_q.min(dim=0).values - alpha * next_log_prob
-    return reward + gamma * (1.0 - terminated) * next_v
+    next_value = next_q.min(dim=0).values - alpha * next_log_prob
+    return reward + gamma * (1.0 - terminated) * next_value
 
 
 def soft_q_target_v1(reward, terminated, next_v_target, gamma):
@@ -253,7 +253,7 @@ def mlp(in_size: int, hidden_sizes: tuple[int, ...], out_size: int) -> nn.Sequen
 
 class EnsembleLinear(nn.Module):
     """`members` independent linear layers evaluated in one batched matmul: (E, B, in) -> (E, B, out).
-    Each member is initialised exactly like nn.Linear, so the ensemble is two ordinary Q networks, only faster."""
+    Each member is initialised exactly like nn.Linear, so the members are ordinary Q networks, only faster."""
 
     def __init__(self, members: int, in_size: int, out_size: int):
         super().__init__()
@@ -274,15 +274,14 @@ class TwinQ(nn.Module):
     """Q_1 and Q_2 in one network: Q(s, a) -> (2, B), both critics in the same matmuls, in place of two networks called
     in turn: 6-12% of a step and 28% fewer operator calls (benchmarks/ablation.md)."""
 
-    def __init__(self, obs_size: int, action_size: int, hidden_sizes: tuple[int, ...], members: int = 2):
+    def __init__(self, obs_size: int, action_size: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
         sizes = (obs_size + action_size, *hidden_sizes)
-        self.hidden = nn.ModuleList(EnsembleLinear(members, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
-        self.out = EnsembleLinear(members, sizes[-1], 1)
-        self.members = members
+        self.hidden = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.out = EnsembleLinear(2, sizes[-1], 1)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, action], dim=-1).expand(self.members, -1, -1)
+        x = torch.cat([obs, action], dim=-1).expand(2, -1, -1)
         for layer in self.hidden:
             x = F.relu(layer(x))
         return self.out(x).squeeze(-1)
@@ -430,8 +429,8 @@ class Learner:
                 next_q = agent.critic_target(batch.next_obs, next_action)
                 target = soft_q_target_v2(reward, batch.terminated, next_q, next_log_prob, alpha, args.gamma)
             else:
-                next_v = agent.value_target(batch.next_obs).squeeze(-1)
-                target = soft_q_target_v1(reward, batch.terminated, next_v, args.gamma)
+                next_value = agent.value_target(batch.next_obs).squeeze(-1)
+                target = soft_q_target_v1(reward, batch.terminated, next_value, args.gamma)
         q = agent.critic(batch.obs, batch.actions)
         loss = critic_loss(q, target)
         return loss, {"losses/qf_loss": loss.detach(), "losses/q_mean": q.detach().mean()}
@@ -579,7 +578,7 @@ def evaluate(agent: Agent, args: Args, device: torch.device, episodes: int, vide
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=args.seed + 100_000 + episode)
-        done, total = False, 0.0
+        total, done = 0.0, False
         while not done:
             with torch.no_grad():
                 obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)

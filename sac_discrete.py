@@ -344,7 +344,7 @@ def mlp(in_size: int, hidden_sizes: tuple[int, ...], out_size: int) -> nn.Sequen
 
 class EnsembleLinear(nn.Module):
     """`members` independent linear layers evaluated in one batched matmul: (E, B, in) -> (E, B, out).
-    Each member is initialised exactly like nn.Linear, so the ensemble is ordinary Q networks, only faster."""
+    Each member is initialised exactly like nn.Linear, so the members are ordinary Q networks, only faster."""
 
     def __init__(self, members: int, in_size: int, out_size: int):
         super().__init__()
@@ -431,10 +431,11 @@ class TwinQ(nn.Module):
         if self.is_image:
             self.features = nature_cnn_output_size(*obs_shape)
             self.encoder = nature_cnn(obs_shape[0], members=2)
-            sizes = [self.features, 512, n_actions]
+            sizes = (self.features, 512)
         else:
-            sizes = [obs_shape[0], *hidden_sizes, n_actions]
-        self.layers = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+            sizes = (obs_shape[0], *hidden_sizes)
+        self.hidden = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.out = EnsembleLinear(2, sizes[-1], n_actions)
         if self.is_image:
             he_init_(self)
 
@@ -444,11 +445,9 @@ class TwinQ(nn.Module):
             x = self.encoder(scaled_frames(obs)).view(obs.shape[0], 2, self.features).transpose(0, 1)
         else:
             x = obs.unsqueeze(0).expand(2, *obs.shape)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.out(x)
 
 
 class Agent(nn.Module):

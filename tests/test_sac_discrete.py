@@ -238,7 +238,7 @@ def test_twin_critic_members_are_independent_networks():
         q = critic(obs)
         assert q.shape == (2, 7, 3)
         q[0].sum().backward()  # Q_1 must not depend on any weight of Q_2
-        for layer in critic.layers:
+        for layer in [*critic.hidden, critic.out]:
             assert layer.weight.grad[1].abs().max() == 0 and layer.weight.grad[0].abs().max() > 0
         if critic.is_image:
             second_conv = critic.encoder[2].weight.grad  # grouped conv: the second half of the filters is Q_2's
@@ -279,9 +279,9 @@ def test_channels_last_frames_change_the_memory_layout_not_the_networks():
     with torch.no_grad():
         assert torch.allclose(actor(obs), actor.net(obs.float() / 255.0), rtol=1e-4, atol=1e-5)
         plain = critic.encoder(obs.float() / 255.0).view(5, 2, critic.features).transpose(0, 1)
-        for layer in critic.layers[:-1]:
+        for layer in critic.hidden:
             plain = torch.relu(layer(plain))
-        assert torch.allclose(critic(obs), critic.layers[-1](plain), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(critic(obs), critic.out(plain), rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------
