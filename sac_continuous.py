@@ -320,7 +320,7 @@ class Actor(nn.Module):
 
 
 class Agent(nn.Module):
-    """Every learned tensor of both variants, so one state_dict checkpoints them all."""
+    """Every learned tensor, so one state_dict checkpoints them all."""
 
     def __init__(self, args: Args, obs_size: int, action_space: gym.spaces.Box):
         super().__init__()

@@ -181,54 +181,45 @@ class AtariLives(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_registered(env_id: str, **kwargs) -> gym.Env:
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.DependencyNotInstalled as error:
-        raise UsageError(f"--env-id {env_id} needs an extra package: {error}") from None
-    except gym.error.Error as error:
-        raise UsageError(f"--env-id {env_id} is not a registered gymnasium environment ({error})") from None
-    except ModuleNotFoundError as error:  # the module of a module:Env-v0 id
-        raise UsageError(f"--env-id {env_id}: no module named {error.name!r} to import it from") from None
-
-
 def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
-    """One environment with the standard preprocessing; evaluation environments play full games. Atari: no-op starts,
-    frame skip 4 with max-pooling, 84x84 grayscale (Mnih et al. 2015); frames are then stacked."""
-    render = {"render_mode": render_mode} if render_mode else {}
-    if is_atari(args.env_id):
+    """One environment with the standard preprocessing, checked: this script needs Discrete actions and observations
+    that are flat vectors or 2-D uint8 frames. Evaluation environments play full games. Atari: no-op starts, frame skip
+    4 with max-pooling, 84x84 grayscale (Mnih et al. 2015); frames are then stacked."""
+    env_id = args.env_id
+    kwargs = {"render_mode": render_mode} if render_mode else {}
+    if is_atari(env_id):
         try:
             import ale_py
         except ImportError:
-            raise UsageError(f"--env-id {args.env_id} needs ale-py: pip install ale-py") from None
+            raise UsageError(f"--env-id {env_id} needs ale-py: pip install ale-py") from None
         gym.register_envs(ale_py)
-        # AtariPreprocessing does the frame skipping (max-pooling the last two frames), so the ALE must not.
-        env = make_registered(args.env_id, frameskip=1, **render)
+        kwargs["frameskip"] = 1  # AtariPreprocessing does the frame skipping (max-pooling the last two frames)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as error:
+        raise UsageError(f"--env-id {env_id}: {error}") from None
+    except ImportError as error:  # an extra, or the module of a module:Env-v0 id
+        raise UsageError(f"--env-id {env_id} needs a missing package ({error})") from None
+    if is_atari(env_id):
         if not importable("cv2"):  # AtariPreprocessing resizes with OpenCV
-            raise UsageError(f"--env-id {args.env_id} needs OpenCV for the preprocessing: pip install opencv-python")
+            raise UsageError(f"--env-id {env_id} needs OpenCV for the preprocessing: pip install opencv-python")
         # Its own terminal_on_life_loss would end the game (the vector env then resets it): AtariLives instead.
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True,
                                               scale_obs=False, terminal_on_life_loss=False)
         env = AtariLives(env)  # docs/pitfalls.md#atari-life-loss
-    else:
-        env = make_registered(args.env_id, **render)
-    check_spaces(args.env_id, env.observation_space, env.action_space)
+    if isinstance(env.action_space, gym.spaces.Box):
+        raise UsageError(f"--env-id {env_id} has continuous (Box) actions: use sac_continuous.py (this script needs "
+                         "Discrete actions)")
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"--env-id {env_id} has action space {env.action_space}; sac_discrete.py needs Discrete")
     space = env.observation_space
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 2 and space.dtype == np.uint8:
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) not in (1, 2) or (
+            len(space.shape) == 2 and space.dtype != np.uint8):
+        raise UsageError(f"--env-id {env_id} has observation space {space}; "
+                         "sac_discrete.py needs a flat Box vector or 2-D uint8 frames")
+    if len(space.shape) == 2:
         env = gym.wrappers.FrameStackObservation(env, args.frame_stack)
     return env
-
-
-def check_spaces(env_id: str, observation_space, action_space) -> None:
-    if isinstance(action_space, gym.spaces.Box):
-        raise UsageError(f"--env-id {env_id} has a continuous (Box) action space; discrete SAC needs Discrete actions: "
-                         "use sac_continuous.py")
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise UsageError(f"--env-id {env_id} has action space {action_space}; sac_discrete.py needs Discrete")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (1, 2) or (
-            len(observation_space.shape) == 2 and observation_space.dtype != np.uint8):
-        raise UsageError(f"--env-id {env_id} has observation space {observation_space}; "
-                         "sac_discrete.py needs a flat Box vector or 2-D uint8 frames")
 
 
 def is_image(obs_shape: tuple[int, ...]) -> bool:
@@ -399,28 +390,6 @@ def nature_cnn_output_size(frame_stack: int, height: int, width: int) -> int:
         return nature_cnn(frame_stack, members=1)(torch.zeros(1, frame_stack, height, width)).shape[1]
 
 
-class Actor(nn.Module):
-    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, §3."""
-
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
-        super().__init__()
-        self.is_image = is_image(obs_shape)
-        if self.is_image:
-            features = nature_cnn_output_size(*obs_shape)
-            self.net = he_init_(nn.Sequential(
-                nature_cnn(obs_shape[0], members=1), nn.Linear(features, 512), nn.ReLU(), nn.Linear(512, n_actions)
-            ))
-        else:
-            self.net = mlp(obs_shape[0], hidden_sizes, n_actions)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(scaled_frames(obs) if self.is_image else obs)
-
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
-        """a ~ π(·|s) for acting (DSAC-1)."""
-        return torch.multinomial(F.softmax(self(obs), dim=-1), 1).squeeze(1)
-
-
 class TwinQ(nn.Module):
     """Q_1(s,·) and Q_2(s,·) ∈ R^|A|, all actions in one pass, both critics in the same matmuls: (2, B, |A|)
     (DSAC-3); Christodoulou 2019, §3."""
@@ -448,6 +417,28 @@ class TwinQ(nn.Module):
         for layer in self.hidden:
             x = F.relu(layer(x))
         return self.out(x)
+
+
+class Actor(nn.Module):
+    """The logits of the categorical policy π(·|s) (DSAC-1); Christodoulou 2019, §3."""
+
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        self.is_image = is_image(obs_shape)
+        if self.is_image:
+            features = nature_cnn_output_size(*obs_shape)
+            self.net = he_init_(nn.Sequential(
+                nature_cnn(obs_shape[0], members=1), nn.Linear(features, 512), nn.ReLU(), nn.Linear(512, n_actions)
+            ))
+        else:
+            self.net = mlp(obs_shape[0], hidden_sizes, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(scaled_frames(obs) if self.is_image else obs)
+
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ π(·|s) for acting (DSAC-1)."""
+        return torch.multinomial(F.softmax(self(obs), dim=-1), 1).squeeze(1)
 
 
 class Agent(nn.Module):
@@ -619,7 +610,8 @@ class Learner:
     The losses are pure tensor functions; the optimizer steps follow."""
 
     def __init__(self, agent: Agent, args: Args, target_entropy: float):
-        self.agent, self.args, self.target_entropy = agent, args, target_entropy
+        self.agent, self.args = agent, args
+        self.target_entropy = target_entropy
         # One kernel per optimizer step, in place of torch's loop over the tensors: 6-9% of a SAC step (ablation.md).
         adam = {"eps": args.adam_eps, "fused": True}
         self.q_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.q_lr, **adam)

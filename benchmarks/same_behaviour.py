@@ -8,6 +8,9 @@ event with the recorded one: the same events in the same order, with the same na
 the fields that measure time (`wall_time`, `charts/SPS`); an event left with nothing but its step (a speed-only log
 line) is dropped. A restructuring must pass this unchanged; a change that is
 meant to alter learning re-records the files and says why in its commit message.
+The files hold for the CPU they were recorded on (an AMD EPYC): another CPU model rounds some kernels differently
+(on an Intel Xeon all five commands differ, from the 6th or 7th digit of a loss or a return on), so on another
+machine record the parent commit's files first, in a clone, and compare against those.
 """
 
 from __future__ import annotations
