@@ -593,8 +593,12 @@ def merge_problem(entry: dict, options: argparse.Namespace, git: dict | None = N
     git = git or git_info(Path(options.script_dir).resolve() / f"{algo}.py")  # default: the script as it is now
     if (earlier.get("algo"), earlier.get("env_id")) != (algo, env_id):
         return f"{path} holds {earlier.get('algo')} on {earlier.get('env_id')}"
-    if earlier.get("extra_args") != extra or earlier.get("total_timesteps_requested") != total_timesteps:
-        flags, steps = shlex.join(earlier.get("extra_args", [])), earlier.get("total_timesteps_requested")
+    steps = earlier.get("total_timesteps_requested")
+    # A file run with the script's default budget joins an explicit one equal to the steps its seeds ran
+    # (`--resume` needs --total-timesteps, so collecting a finished seed of such a file gives one).
+    same_budget = total_timesteps == steps or (steps is None and total_timesteps == earlier.get("total_timesteps"))
+    if earlier.get("extra_args") != extra or not same_budget:
+        flags = shlex.join(earlier.get("extra_args", []))
         return f"{path} was run with other flags or budget: {flags!r}, {steps} steps"
     before = earlier.get("git") or {}
     if git.get("dirty") or before.get("dirty") or not git.get("script_blob"):

@@ -5,6 +5,7 @@ shared interface (metrics.jsonl with eval events, summary.json), so these tests 
 on the real scripts. The sweep tests read each real script's --help and skip when the script does not exist.
 """
 
+import argparse
 import functools
 import importlib.util
 import json
@@ -255,6 +256,18 @@ def test_merge_adds_seeds_only_from_the_same_script_content_and_flags(tmp_path):
     other_script = run_tool(RUN, *common, "--seeds", 4, "--merge", "--", "--variant", "v1")
     assert other_script.returncode == 2 and "another version" in other_script.stderr
     assert path.read_text() == before
+
+
+def test_merge_takes_an_explicit_budget_equal_to_the_default_steps_an_earlier_file_ran(tmp_path):
+    git = {"commit": "abc", "dirty": False, "script_blob": "blob"}
+    earlier = {"algo": "sac_discrete", "env_id": "CartPole-v1", "extra_args": ["--twin-q", "mean"],
+               "total_timesteps_requested": None, "total_timesteps": 500, "git": git}
+    (tmp_path / "sac_discrete__CartPole-v1.json").write_text(json.dumps(earlier))
+    options = argparse.Namespace(results_dir=tmp_path, script_dir=tmp_path)
+    entry = {"algo": "sac_discrete", "env_id": "CartPole-v1", "extra": ["--twin-q", "mean"], "tag": None}
+    assert run_module.merge_problem({**entry, "total_timesteps": 500}, options, git) is None
+    assert run_module.merge_problem({**entry, "total_timesteps": None}, options, git) is None
+    assert "other flags or budget" in run_module.merge_problem({**entry, "total_timesteps": 600}, options, git)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc (Linux)")
