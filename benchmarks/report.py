@@ -37,6 +37,8 @@ _SAC_PAPER_URL = "https://docs.cleanrl.dev/rl-algorithms/sac/#experiment-results
 _CLEANRL = "CleanRL `sac_continuous_action.py`, 3 seeds, training return (-v2 envs; InvertedPendulum-v4)"
 _ZOO = "rl-baselines3-zoo SAC benchmark (one run, deterministic evaluation, -v3 envs)"
 _ZOO_URL = "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md"
+_TIANSHOU = "Tianshou `mujoco_sac.py`, 10 seeds, the best deterministic evaluation (10 episodes) within 1M steps (-v3 envs)"
+_TIANSHOU_URL = "https://github.com/thu-ml/tianshou/tree/master/examples/mujoco"
 REFERENCES: dict[tuple[str, str], list[dict]] = {
     ("sac_continuous", "Hopper"): [
         {"value": 3250, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
@@ -47,6 +49,7 @@ REFERENCES: dict[tuple[str, str], list[dict]] = {
         {"value": 11250, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
         {"value": 9634.89, "std": 1423.73, "steps": 1_000_000, "short": "CleanRL", "source": _CLEANRL, "url": _SAC_PAPER_URL},
         {"value": 9535.451, "std": 100.470, "steps": 1_000_000, "short": "rl-zoo", "source": _ZOO, "url": _ZOO_URL},
+        {"value": 12138.8, "std": 1049.3, "steps": 1_000_000, "short": "Tianshou", "source": _TIANSHOU, "url": _TIANSHOU_URL},
     ],
     ("sac_continuous", "Walker2d"): [
         {"value": 4800, "approx": True, "steps": 1_000_000, "short": "SAC paper 2018b", "source": _SAC_PAPER, "url": _SAC_PAPER_URL},
@@ -118,6 +121,7 @@ HEADLINE = [
     ("sac_continuous-v2__Pendulum-v1", "the default command"),
     ("sac_continuous-v1__Pendulum-v1", ""),
     ("sac_continuous-v2__HalfCheetah-v5", ""),
+    ("sac_continuous-v2-1m__HalfCheetah-v5", "the second paper's setting at its budget"),
     ("sac_continuous-v2__Hopper-v5", ""),
     ("sac_discrete-tes025__CartPole-v1", "the default command (its target entropy 0.25 given as a flag, the same run)"),
     ("sac_discrete-tes025__Acrobot-v1", "the defaults; the paper's twin minimum never reaches the goal: -500"),
