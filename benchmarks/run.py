@@ -9,12 +9,13 @@ Each seed runs `{script-dir}/{algo}.py` as a subprocess with its own `--output-d
 `--seed`, `--env-id`, `--total-timesteps` (when given) and the flags after `--`. The runner
 reads the run's `summary.json` and `metrics.jsonl` (the interface every training script shares,
 see ../README.md) and writes `benchmarks/results/{algo}[-{variant}]__{env}.json` with per-seed
-evaluation curves, final returns, speed, wall time, the exact commands, the git commit and the
-machine. A seed that fails is recorded with its exit code and the end of its stderr. With `--resume` each seed whose
-work dir holds a checkpoint continues from it (the script's own `--resume`); the result records the steps at which
-it was resumed and sums the wall time of its segments. With `--merge` the seeds
-join those already in the result file, when the file was made with the same flags and the same committed content
-of the script (so one benchmark can span several sessions); each seed keeps the commit it ran on.
+evaluation curves, Q, temperature and entropy over training, final returns, speed, wall time, the exact
+commands, the git commit and the machine. A seed that fails is recorded with its exit code and the end of its
+stderr. With `--resume` each seed whose work dir holds a checkpoint continues from it (the script's own
+`--resume`); the result records the steps at which it was resumed and sums the wall time of its segments. With
+`--merge` the seeds join those already in the result file, when the file was made with the same flags and the
+same committed content of the script (so one benchmark can span several sessions); each seed keeps the commit it
+ran on.
 
 `soft_policy_iteration_tabular.py` is not a training script: it is run once per seed with
 `--seed S --env ENV --output-json PATH`, and the JSON it writes is stored as is.
@@ -397,6 +398,7 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
     evaluations = list({e["global_step"]: e for e in evaluations}.values())
     record["eval_curve"] = [[e["global_step"], e["eval/return_mean"]] for e in evaluations]
     record["eval_curve_std"] = [[e["global_step"], e.get("eval/return_std")] for e in evaluations]
+    record["loss_curves"] = loss_curves(events)
     record["summary"] = summary
     summary = summary or {}
     record["final_eval_return_mean"] = finite_or_none(summary.get("eval_return_mean"))
@@ -409,6 +411,27 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
         record["final_eval_return_mean"] = finite_or_none(evaluations[-1]["eval/return_mean"])
     record["status"] = "ok" if exit_code == 0 and summary else "failed"
     return record
+
+
+# Logged by every SAC script: with these a result can be diagnosed (a growing Q, a collapsed entropy, a stuck
+# temperature) from its file alone, after the run's own directory is gone.
+LOSS_CURVE_KEYS = ("losses/q_mean", "losses/alpha", "losses/entropy")
+LOSS_CURVE_POINTS = 250
+
+
+def loss_curves(events: list[dict]) -> dict[str, list]:
+    """{key: [[step, value], ...]} for each of LOSS_CURVE_KEYS the run logged: one point per step (a resumed run's
+    later value), every k-th kept so that at most LOSS_CURVE_POINTS remain, plus the last."""
+    curves = {}
+    for key in LOSS_CURVE_KEYS:
+        points = sorted({e["global_step"]: e[key] for e in events if key in e and "global_step" in e}.items())
+        if not points:
+            continue
+        kept = points[::-(-len(points) // LOSS_CURVE_POINTS)]
+        if kept[-1] != points[-1]:
+            kept.append(points[-1])
+        curves[key] = [[step, finite_or_none(value)] for step, value in kept]
+    return curves
 
 
 def seed_line(record: dict, algo: str) -> str:

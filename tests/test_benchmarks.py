@@ -58,7 +58,8 @@ FAKE_TRAINING_SCRIPT = textwrap.dedent(
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as metrics:
         for i in range(6):
             step = i * args.total_timesteps // 5
-            metrics.write(json.dumps({"global_step": step, "wall_time": 0.01 * i, "charts/SPS": 100.0}) + "\\n")
+            metrics.write(json.dumps({"global_step": step, "wall_time": 0.01 * i, "charts/SPS": 100.0,
+                                      "losses/alpha": 0.2 / (i + 1)}) + "\\n")
             metrics.write(json.dumps({"global_step": step, "wall_time": 0.01 * i,
                                       "eval/return_mean": step / 10 + args.seed, "eval/return_std": 0.5}) + "\\n")
     summary = {"global_step": args.total_timesteps, "train_sps": 1000.0 + args.seed,
@@ -110,6 +111,21 @@ def benchmark_run(tmp_path_factory):
     return {"base": base, "scripts": scripts, "results": results, "done": done, "tabular": tabular}
 
 
+def test_loss_curves_keep_one_point_per_step_and_thin_long_runs_keeping_the_last():
+    # A run resumed at 2500 logs 3000-4000 again, and 3500: the later values win, in step order.
+    events = [{"global_step": s, "losses/entropy": 1.0, "losses/q_mean": float(s)} for s in range(0, 5000, 1000)]
+    events += [{"global_step": s, "losses/entropy": 2.0} for s in (3000, 3500, 4000)] + [{"global_step": 4000, "x": 1}]
+    curves = run_module.loss_curves(events)
+    assert curves["losses/entropy"] == [[0, 1.0], [1000, 1.0], [2000, 1.0], [3000, 2.0], [3500, 2.0], [4000, 2.0]]
+    assert curves["losses/q_mean"] == [[s, float(s)] for s in range(0, 5000, 1000)] and "losses/alpha" not in curves
+    # 1002 points: every 5th is kept (0, 5000, ..., 1M), then the last, 1,001,000, is added.
+    thinned = run_module.loss_curves([{"global_step": s, "losses/alpha": s / 1000} for s in range(0, 1_002_000, 1000)])
+    steps = [step for step, _ in thinned["losses/alpha"]]
+    assert steps == list(range(0, 1_000_001, 5000)) + [1_001_000] and thinned["losses/alpha"][-1][1] == 1001.0
+    assert len(steps) <= run_module.LOSS_CURVE_POINTS + 1
+    assert run_module.loss_curves([{"global_step": 1, "losses/alpha": float("nan")}]) == {"losses/alpha": [[1, None]]}
+
+
 def test_runner_records_every_seed_with_curves_speed_and_provenance(benchmark_run):
     done = benchmark_run["done"]
     assert done.returncode == 1, done.stderr  # one seed failed: the run as a whole is not a success
@@ -124,6 +140,7 @@ def test_runner_records_every_seed_with_curves_speed_and_provenance(benchmark_ru
         assert record["status"] == "ok" and record["exit_code"] == 0
         # The curve is exactly the eval events of metrics.jsonl, in order; other events are ignored.
         assert record["eval_curve"] == [[i * 100, i * 100 / 10 + seed] for i in range(6)]
+        assert record["loss_curves"] == {"losses/alpha": [[i * 100, 0.2 / (i + 1)] for i in range(6)]}
         assert record["final_eval_return_mean"] == 50.0 + seed
         assert record["train_sps"] == 1000.0 + seed
         assert record["wall_time_s"] > 0 and record["script_wall_time_s"] == 0.05
