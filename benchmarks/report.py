@@ -372,15 +372,31 @@ def plot_title(result: dict) -> str:
 
 
 def plot_result(result: dict, path: Path) -> bool:
+    """The evaluation return; beside it, one panel per training curve the seeds recorded (Q, α, entropy: run.py's
+    loss_curves), a line per seed, so that a disappointing return can be read against what the learner did."""
     band = curve_band(result)
     if band is None:
         return False
+    keys = [key for key in ("losses/q_mean", "losses/alpha", "losses/entropy")
+            if any((seed.get("loss_curves") or {}).get(key) for seed in result["seeds"])]
     plt = pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    figure, grid = plt.subplots(1, 1 + len(keys), figsize=(6 + 4 * len(keys), 4), dpi=100, squeeze=False)
+    axes = grid[0, 0]
     draw_curve(axes, result, band)
     axes.set_xlabel("environment steps")
     axes.set_ylabel("evaluation return")
     axes.set_title(plot_title(result))
+    for axes, key in zip(grid[0, 1:], keys):
+        for seed in result["seeds"]:
+            points = [(step, value) for step, value in (seed.get("loss_curves") or {}).get(key, []) if value is not None]
+            if points:
+                axes.plot(*zip(*points), linewidth=1, label=f"seed {seed['seed']}")
+        if key == "losses/alpha":
+            axes.set_yscale("log")  # the temperature moves by orders of magnitude
+        axes.set_title(f"{key} (training)")
+        axes.set_xlabel("environment steps")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

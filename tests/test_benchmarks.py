@@ -218,6 +218,7 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
 
     image = matplotlib.image.imread(png)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image.shape[1] == 1000  # the return (600 px wide) and, beside it, the temperature the seeds logged
     assert not (plots / "soft_policy_iteration_tabular__FrozenLake8x8-v1.png").exists()  # no curve, no plot
 
     text = readme.read_text()
