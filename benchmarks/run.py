@@ -336,11 +336,21 @@ def launch(command: list[str], seed_dir: Path, env: dict, timeout: float | None,
                 RUNNING.discard(process)
 
 
+def resume_restores(command: list[str]) -> str:
+    """What the training scripts' --resume brought back (their checkpoint.pt), for a resumed seed's record: the same
+    seed resumed is close to, not bit for bit, the run that was never stopped."""
+    buffer = ("and the replay buffer (--save-buffer)" if "--save-buffer" in command else
+              "but not the replay buffer (no --save-buffer): learning went on from an empty one")
+    return ("the networks and their targets, the temperature, the optimizers' state, the torch random generator, the "
+            f"step, episode and gradient-step counters, {buffer}; the environments started new episodes")
+
+
 def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict,
              timeout: float | None, resume: bool = False, python: str = sys.executable) -> dict:
     """Run one seed to completion and collect what it left behind; with `resume`, continue it from its checkpoint."""
     segments: list[dict] = []
     finished = False
+    first_command = command
     if resume and checkpoint_of(seed_dir) is not None:
         resumed, segments = resume_segment(command, seed_dir, python)
         command, finished = resumed or command, resumed is None
@@ -364,6 +374,7 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
         if len(segments) > 1:
             record["segments"] = segments
             record["resumed_at_steps"] = [segment["from_step"] for segment in segments[1:]]
+            record["resume_restores"] = resume_restores(first_command)
             record["wall_time_s"] = round(sum(segment["wall_time_s"] or 0.0 for segment in segments), 3)
     stderr_lines = (seed_dir / "stderr.log").read_text(errors="replace").splitlines()
     record["stderr_tail"] = "\n".join(stderr_lines[-STDERR_TAIL_LINES:])

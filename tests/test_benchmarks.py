@@ -488,6 +488,8 @@ def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_pa
     (record,) = json.loads((tmp_path / "results" / "sac_discrete__CartPole-v1.json").read_text())["seeds"]
     assert record["status"] == "ok" and record["global_step"] == 600 and record["resumed_at_steps"] == [400]
     assert "--resume" in record["command"] and [s["to_step"] for s in record["segments"]] == [400, 600]
+    assert "and the replay buffer" in record["resume_restores"]  # the first command had --save-buffer
+    assert "not the replay buffer" in run_module.resume_restores(["python", "sac_discrete.py", "--seed", "1"])
     assert record["wall_time_s"] > first["wall_time_s"]
     # Resumed again once finished (a chain of seeds restarted after a stop), the seed is collected, not refused.
     again = run_tool(RUN, *flags, "--total-timesteps", 600, "--resume", *script_flags)
