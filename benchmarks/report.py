@@ -253,9 +253,12 @@ def final_return_text(result: dict) -> str:
 
 
 def seeds_text(result: dict) -> str:
+    """Seeds ok of seeds run, and which were resumed from a checkpoint at which steps (run.py --resume)."""
     ok = sum(1 for s in result["seeds"] if s.get("status") == "ok")
     total = len(result.get("seeds_requested") or result["seeds"])
-    return f"{ok}/{total}"
+    resumed = [f"seed {s['seed']} at {', '.join(steps_text(step) for step in s['resumed_at_steps'])}"
+               for s in sorted(result["seeds"], key=lambda s: s["seed"]) if s.get("resumed_at_steps")]
+    return f"{ok}/{total}" + (f" (resumed: {'; '.join(resumed)})" if resumed else "")
 
 
 ATARI_PREPROCESSING = (

@@ -474,6 +474,13 @@ def test_atari_rows_state_their_preprocessing_and_the_sampled_policy_return():
     assert report_module.label({"env_id": "CartPole-v1", "tag": "tes089", "seeds": []}) == "tes089"
 
 
+def test_a_row_says_which_seeds_were_resumed_and_where():
+    seeds = [{"seed": 3, "status": "failed", "resumed_at_steps": [300_000, 650_000]}, {"seed": 2, "status": "ok"},
+             {"seed": 1, "status": "ok", "resumed_at_steps": [550_000]}]  # a merged file: seeds in the order they ran
+    assert report_module.seeds_text({"seeds": seeds}) == "2/3 (resumed: seed 1 at 550k; seed 3 at 300k, 650k)"
+    assert report_module.seeds_text({"seeds": seeds[1:2], "seeds_requested": [2, 4]}) == "1/2"
+
+
 def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_path):
     # A seed longer than a session: run to step 400, then --resume to 600 in the same work dir. The result says where
     # the seed was resumed and sums the wall time of both segments.
