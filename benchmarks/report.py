@@ -32,7 +32,7 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent
 # The first entry of each list is shown in the tables; all are listed under "References".
 # Versions differ (v2/v3/v4 vs our v5: same robots, small changes in the MuJoCo bindings), so
 # these are orders of magnitude to aim at, not exact targets.
-_SAC_PAPER = "Haarnoja et al. 2018b, *Soft Actor-Critic Algorithms and Applications*, Fig. 1 (SAC v2, -v2 envs), as read in the CleanRL SAC docs"
+_SAC_PAPER = "Haarnoja et al. 2018b, *Soft Actor-Critic Algorithms and Applications*, Fig. 1 (SAC v2, deterministic evaluation, -v2 envs), as read in the CleanRL SAC docs"
 _SAC_PAPER_URL = "https://docs.cleanrl.dev/rl-algorithms/sac/#experiment-results"
 _CLEANRL = "CleanRL `sac_continuous_action.py`, 3 seeds, training return (-v2 envs; InvertedPendulum-v4)"
 _ZOO = "rl-baselines3-zoo SAC benchmark (one run, deterministic evaluation, -v3 envs)"
