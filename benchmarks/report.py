@@ -161,6 +161,18 @@ def references_for(result: dict) -> list[dict]:
     return REFERENCES.get((result.get("algo"), env_name(result.get("env_id", ""))), [])
 
 
+def shown_references(result: dict) -> list[dict]:
+    """The references a row shows: every one measured at the row's budget, so that a run at the papers' budget is
+    read against all of them; otherwise the first (the others are listed under References)."""
+    references = references_for(result)
+    at_budget = [r for r in references if r.get("steps") and r["steps"] == result.get("total_timesteps")]
+    return at_budget or references[:1]
+
+
+def references_text(result: dict) -> str:
+    return "; ".join(reference_text(r) for r in shown_references(result)) or "–"
+
+
 # ----------------------------------------------------------------------------- formatting
 def decimals(value: float) -> int:
     size = abs(value)
@@ -354,15 +366,14 @@ def pyplot():
 
 
 def draw_curve(axes, result: dict, band, legend_size: int = 8) -> None:
-    """Mean over seeds, a band from the worst to the best seed, and the first reference as a dashed line."""
+    """Mean over seeds, a band from the worst to the best seed, and the row's references as dashed lines."""
     grid, mean, low, high, count = band
     axes.plot(grid, mean, color="C0", label=f"mean of {count} seed{'s' if count > 1 else ''}")
     if count > 1:
         axes.fill_between(grid, low, high, color="C0", alpha=0.25, linewidth=0, label="min..max over seeds")
-    references = [r for r in references_for(result) if "value" in r]
-    if references:
-        axes.axhline(references[0]["value"], color="C3", linestyle="--", linewidth=1,
-                     label="reference: " + reference_text(references[0], link=False)[:60])
+    for color, reference in zip(("C3", "C1", "C2", "C4"), [r for r in shown_references(result) if "value" in r]):
+        axes.axhline(reference["value"], color=color, linestyle="--", linewidth=1,
+                     label="reference: " + reference_text(reference, link=False)[:60])
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize=legend_size)
 
@@ -434,7 +445,6 @@ def plot_overview(results: list[dict], path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- documents
 def training_row(result: dict, plot_link: str | None) -> list[str]:
-    references = references_for(result)
     wall = stats_of(result, "wall_time_s")
     memory = stats_of(result, "peak_rss_mb")
     device = (result.get("device") or {}).get("device") or "n/a"
@@ -451,7 +461,7 @@ def training_row(result: dict, plot_link: str | None) -> list[str]:
         device,
         commit_text(result.get("git")),
         (result.get("date") or "n/a")[:10],
-        reference_text(references[0] if references else None),
+        references_text(result),
     ]
 
 
@@ -566,7 +576,7 @@ def build_readme(results: list[dict], plots: dict[str, Path], readme_path: Path,
     if plots:
         lines += ["## Learning curves", "",
                   "Evaluation return against environment steps: mean over seeds, band from the worst to the best seed,",
-                  "dashed line the first reference of the table.", ""]
+                  "dashed lines the references of the table.", ""]
         if overview is not None:
             lines += [f"![all results]({relative(overview)})", ""]
         for r in training:
@@ -603,14 +613,13 @@ def build_summary(results: list[dict]) -> str:
                 verdicts = f"all {len(counts)} checks hold"
             rows.append([f"`{script}`", r.get("env_id", "n/a"), "–", seeds_text(r), verdicts, "–", "–", "–", commit_text(r.get("git"))])
             continue
-        references = references_for(r)
         rows.append([
             f"`{script}`" + (f" {label(r)}" if label(r) != "–" else ""),
             r.get("env_id", "n/a"),
             steps_text(r.get("total_timesteps")),
             seeds_text(r),
             final_return_text(r),
-            reference_text(references[0] if references else None),
+            references_text(r),
             mean_std(stats_of(r, "train_sps")),
             slowest_seed_minutes(r),
             commit_text(r.get("git")),
@@ -639,14 +648,14 @@ def build_headline(results: list[dict]) -> str:
             held = counts and all(passed == total for _, passed, total in counts)
             final, reference = f"all {len(counts)} checks hold" if held else verdicts, "–"
         else:
-            references = references_for(r)
-            final, reference = final_return_text(r), reference_text(references[0] if references else None)
+            final, reference = final_return_text(r), references_text(r)
         steps = steps_text(r.get("total_timesteps")) if r.get("kind") != "tabular" else "–"
+        wall = stats_of(r, "wall_time_s")
         rows.append([f"`{script}`", r.get("env_id", "n/a"), steps, seeds_text(r), final,
-                     reference, note, commit_text(r.get("git"))])
+                     reference, note, duration(wall["mean"] if wall else None), commit_text(r.get("git"))])
     return ("<!-- generated by benchmarks/report.py from benchmarks/results: the HEADLINE rows -->\n"
             + markdown_table(["Script", "Environment", "Steps", "Seeds ok", "Final return", "Reference", "Note",
-                              "Commit"], rows) + "\n")
+                              "Time per seed", "Commit"], rows) + "\n")
 
 
 def embed_in_main_readme(readme: Path, name: str, text: str) -> None:

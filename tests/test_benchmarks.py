@@ -209,6 +209,9 @@ def test_report_writes_tables_plots_and_summary(benchmark_run):
     headline = [line for line in embedded.splitlines() if line.startswith("| `")]
     assert len(headline) == 2 and "Pendulum-v1" in headline[0]  # the HEADLINE rows that have a result file
     assert "FrozenLake8x8-v1" in headline[1] and "| 52.0 ± 1.0 |" in headline[0]
+    seconds = json.loads(next(Path(benchmark_run["results"]).glob("sac_continuous*.json")).read_text())[
+        "aggregate"]["wall_time_s"]["mean"]
+    assert f"| {report_module.duration(seconds)} |" in headline[0]  # the mean time per seed
     assert "73 |" not in embedded  # the speed tables stay in benchmarks/README.md
     assert plots.joinpath("overview.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -472,6 +475,18 @@ def test_atari_rows_state_their_preprocessing_and_the_sampled_policy_return():
         "eps1e-4; Atari: no sticky actions, life loss terminal, raw rewards")  # a tag does not hide the preprocessing
     assert report_module.label({"env_id": "CartPole-v1", "seeds": []}) == "–"
     assert report_module.label({"env_id": "CartPole-v1", "tag": "tes089", "seeds": []}) == "tes089"
+
+
+def test_a_row_at_the_papers_budget_shows_every_reference_measured_at_that_budget():
+    cheetah = {"algo": "sac_continuous", "env_id": "HalfCheetah-v5", "total_timesteps": 1_000_000}
+    shown = report_module.references_text(cheetah)
+    assert [source in shown for source in ("SAC paper", "CleanRL", "rl-zoo", "Tianshou")] == [True] * 4
+    assert "9,635 ± 1,424 @ 1M" in shown and "12,139 ± 1,049 @ 1M" in shown
+    shorter = report_module.references_text({**cheetah, "total_timesteps": 100_000})
+    assert shorter.startswith("≈ 11,250 @ 1M") and "CleanRL" not in shorter  # the first, the rest under References
+    pong = report_module.references_text({"algo": "sac_discrete", "env_id": "Pong", "total_timesteps": 100_000})
+    assert pong == "-21.0 ± 0.0 @ 100k ([Christodoulou 2019](https://arxiv.org/abs/1910.07207))"  # not CleanRL's 5M
+    assert report_module.references_text({"algo": "none", "env_id": "Nowhere-v0"}) == "–"
 
 
 def test_a_row_says_which_seeds_were_resumed_and_where():
