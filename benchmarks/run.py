@@ -83,11 +83,14 @@ SUITES: dict[str, list[dict]] = {
     # Settings of the papers: 1M steps on MuJoCo (Haarnoja et al. 2018a/b); Pong for discrete SAC
     # (Christodoulou 2019 stopped at 100k steps, where nothing is learned yet; 5M as CleanRL sac_atari.py).
     # Days on a CPU; meant for a GPU machine, `--jobs` on many cores, or the W&B sweeps in sweeps/.
+    # MuJoCo files are tagged `{variant}-1m`, apart from the 100k rows; checkpoints keep the buffer, so that a seed
+    # stopped on the way goes on with `--resume` (HalfCheetah v2's row was made so, 3 seeds).
     "mujoco": [
         *[
-            {"algo": "sac_continuous", "env_id": env_id, "seeds": 5, "total_timesteps": 1_000_000,
-             "extra": ["--variant", variant, "--learning-starts", "5000", "--q-lr", "3e-4", "--eval-every", "10000"]
-             + (["--alpha", "1", "--reward-scale", "5"] if variant == "v1" else [])}
+            {"algo": "sac_continuous", "env_id": env_id, "seeds": 3, "total_timesteps": 1_000_000, "tag": f"{variant}-1m",
+             "extra": ["--variant", variant, "--learning-starts", "5000", "--q-lr", "3e-4"]
+             + (["--alpha", "1", "--reward-scale", "5"] if variant == "v1" else [])
+             + ["--eval-every", "50000", "--eval-episodes", "10", "--checkpoint-every", "50000", "--save-buffer"]}
             for variant in ("v2", "v1")
             for env_id in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5")
         ],
@@ -705,7 +708,7 @@ def entries_from(options: argparse.Namespace) -> list[dict]:
         if options.total_timesteps is not None:
             entry["total_timesteps"] = options.total_timesteps
         entry["extra"] = [*preset["extra"], *options.extra]
-        entry["tag"] = options.tag
+        entry["tag"] = options.tag if options.tag is not None else preset.get("tag")
         entries.append(entry)
     return entries
 

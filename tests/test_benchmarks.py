@@ -322,6 +322,9 @@ def test_suite_filters_and_overrides(tmp_path):
         assert run_module.flag_value(command, "--total-timesteps") == "1234"
         assert run_module.flag_value(command, "--batch-size") == "64"
     assert {run_module.flag_value(c, "--variant") for c in commands} == {"v1", "v2"}
+    assert "== sac_continuous-v2-1m__Hopper-v5:" in done.stdout  # the papers' budget, apart from the 100k files
+    retagged = run_tool(RUN, "--suite", "mujoco", "--env-id", "Hopper-v5", "--tag", "mine", "--dry-run")
+    assert "== sac_continuous-mine__Hopper-v5:" in retagged.stdout  # a tag given wins
 
 
 def test_missing_script_is_reported_not_crashed(tmp_path):
