@@ -87,7 +87,8 @@ SUITES: dict[str, list[dict]] = {
     # stopped on the way goes on with `--resume` (HalfCheetah v2's row was made so, 3 seeds).
     "mujoco": [
         *[
-            {"algo": "sac_continuous", "env_id": env_id, "seeds": 3, "total_timesteps": 1_000_000, "tag": f"{variant}-1m",
+            {"algo": "sac_continuous", "env_id": env_id, "seeds": 3, "total_timesteps": 1_000_000,
+             "tag": f"{variant}-1m",
              "extra": ["--variant", variant, "--learning-starts", "5000", "--q-lr", "3e-4"]
              + (["--alpha", "1", "--reward-scale", "5"] if variant == "v1" else [])
              + ["--eval-every", "50000", "--eval-episodes", "10", "--checkpoint-every", "50000", "--save-buffer"]}
