@@ -210,7 +210,7 @@ def steps_text(steps) -> str:
         return f"{steps / 1_000_000:g}M"
     if steps >= 1000 and steps % 1000 == 0:
         return f"{steps / 1000:g}k"
-    return str(int(steps))
+    return f"{int(steps):,}"
 
 
 def commit_text(git: dict | None) -> str:

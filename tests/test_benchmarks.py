@@ -497,6 +497,8 @@ def test_a_row_says_which_seeds_were_resumed_and_where():
              {"seed": 1, "status": "ok", "resumed_at_steps": [550_000]}]  # a merged file: seeds in the order they ran
     assert report_module.seeds_text({"seeds": seeds}) == "2/3 (resumed: seed 1 at 550k; seed 3 at 300k, 650k)"
     assert report_module.seeds_text({"seeds": seeds[1:2], "seeds_requested": [2, 4]}) == "1/2"
+    stopped_by_a_signal = [{"seed": 1, "status": "ok", "resumed_at_steps": [381_269]}]
+    assert report_module.seeds_text({"seeds": stopped_by_a_signal}) == "1/1 (resumed: seed 1 at 381,269)"
 
 
 def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_path):
