@@ -361,7 +361,9 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
     elif seed_dir.exists():
         shutil.rmtree(seed_dir)  # a stale run must never be read as this one
     seed_dir.mkdir(parents=True, exist_ok=True)
-    record: dict = {"seed": seed, "command": command, "command_line": shlex.join(command), "work_dir": str(seed_dir)}
+    # The seed's own command, which reproduces it; a resume's command (a checkpoint's path) goes in its segment.
+    record: dict = {"seed": seed, "command": first_command, "command_line": shlex.join(first_command),
+                    "work_dir": str(seed_dir)}
     start = time.perf_counter()
     exit_code = segments[-1].get("exit_code", 0) if finished else launch(command, seed_dir, env, timeout, record)
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
@@ -373,13 +375,18 @@ def run_seed(command: list[str], seed: int, seed_dir: Path, algo: str, env: dict
             summaries = sorted(seed_dir.glob("*/summary.json"))
             reached = json.loads(summaries[-1].read_text()).get("global_step") if summaries else None
             segments.append({"from_step": segments[-1]["to_step"] if segments else 0, "to_step": reached,
-                             "wall_time_s": record["wall_time_s"], "exit_code": exit_code})
+                             "wall_time_s": record["wall_time_s"], "exit_code": exit_code,
+                             "peak_rss_mb": record.get("peak_rss_mb")}
+                            | ({"command_line": shlex.join(command)} if command is not first_command else {}))
             (seed_dir / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
         if len(segments) > 1:
             record["segments"] = segments
             record["resumed_at_steps"] = [segment["from_step"] for segment in segments[1:]]
             record["resume_restores"] = resume_restores(first_command)
             record["wall_time_s"] = round(sum(segment["wall_time_s"] or 0.0 for segment in segments), 3)
+        peaks = [segment["peak_rss_mb"] for segment in segments if segment.get("peak_rss_mb") is not None]
+        if peaks:  # over every segment, so a seed collected without running keeps it
+            record["peak_rss_mb"] = max(peaks)
     stderr_lines = (seed_dir / "stderr.log").read_text(errors="replace").splitlines()
     record["stderr_tail"] = "\n".join(stderr_lines[-STDERR_TAIL_LINES:])
 

@@ -298,6 +298,26 @@ def test_runner_records_the_peak_memory_of_a_seed(tmp_path, monkeypatch):
     record = run_module.run_seed([sys.executable, "-c", hold_300_mb], 1, tmp_path / "seed1", "sac_continuous",
                                  dict(os.environ), timeout=None)
     assert 300 <= record["peak_rss_mb"] < 400
+    # Kept with the seed's segments, so a seed resumed, or collected later without running, still has it.
+    (segment,) = run_module.read_jsonl(tmp_path / "seed1" / "segments.jsonl")
+    assert segment["peak_rss_mb"] == record["peak_rss_mb"]
+
+
+def test_a_seed_collected_after_its_segments_keeps_its_command_peak_memory_and_wall_time(tmp_path):
+    # A seed whose checkpoint is at its budget is collected without running: from its two segments' records.
+    torch = pytest.importorskip("torch")
+    (tmp_path / "seed1" / "run").mkdir(parents=True)
+    torch.save({"global_step": 600}, tmp_path / "seed1" / "run" / "checkpoint.pt")
+    segments = [{"from_step": 0, "to_step": 400, "wall_time_s": 10.0, "exit_code": 130, "peak_rss_mb": 500.0},
+                {"from_step": 400, "to_step": 600, "wall_time_s": 5.0, "exit_code": 0, "peak_rss_mb": 300.0,
+                 "command_line": "python sac_continuous.py --resume run/checkpoint.pt --total-timesteps 600"}]
+    (tmp_path / "seed1" / "segments.jsonl").write_text("".join(json.dumps(segment) + "\n" for segment in segments))
+    (tmp_path / "seed1" / "stderr.log").write_text("")
+    command = ["python", "sac_continuous.py", "--seed", "1", "--total-timesteps", "600", "--save-buffer"]
+    record = run_module.run_seed(command, 1, tmp_path / "seed1", "sac_continuous", dict(os.environ), timeout=None,
+                                 resume=True)
+    assert record["command"] == command and record["resumed_at_steps"] == [400]
+    assert record["peak_rss_mb"] == 500.0 and record["wall_time_s"] == 15.0
 
 
 def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
@@ -514,7 +534,10 @@ def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_pa
     assert done.returncode == 0, done.stderr
     (record,) = json.loads((tmp_path / "results" / "sac_discrete__CartPole-v1.json").read_text())["seeds"]
     assert record["status"] == "ok" and record["global_step"] == 600 and record["resumed_at_steps"] == [400]
-    assert "--resume" in record["command"] and [s["to_step"] for s in record["segments"]] == [400, 600]
+    assert [s["to_step"] for s in record["segments"]] == [400, 600]
+    # The record's command is the seed's own, which reproduces it; the resume's is in its segment.
+    assert record["command_line"] == first["command_line"].replace("--total-timesteps 400", "--total-timesteps 600")
+    assert "--resume" in record["segments"][1]["command_line"] and "command_line" not in record["segments"][0]
     assert "and the replay buffer" in record["resume_restores"]  # the first command had --save-buffer
     assert "not the replay buffer" in run_module.resume_restores(["python", "sac_discrete.py", "--seed", "1"])
     assert record["wall_time_s"] > first["wall_time_s"]
@@ -522,5 +545,6 @@ def test_resume_continues_each_seed_from_its_checkpoint_and_records_where(tmp_pa
     again = run_tool(RUN, *flags, "--total-timesteps", 600, "--resume", *script_flags)
     assert again.returncode == 0, again.stderr
     (collected,) = json.loads((tmp_path / "results" / "sac_discrete__CartPole-v1.json").read_text())["seeds"]
-    for key in ("status", "global_step", "resumed_at_steps", "segments", "wall_time_s", "final_eval_return_mean"):
+    for key in ("status", "global_step", "resumed_at_steps", "segments", "wall_time_s", "final_eval_return_mean",
+                "command"):
         assert collected[key] == record[key], key
